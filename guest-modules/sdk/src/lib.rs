@@ -1,0 +1,47 @@
+//! The Warden guest SDK.
+//!
+//! A module implements an export trait and registers it with the matching macro:
+//!
+//! ```ignore
+//! struct Hello;
+//! impl warden_sdk::Task for Hello {
+//!     fn run() -> Result<(), String> { Ok(()) }
+//! }
+//! warden_sdk::export_task!(Hello);
+//! ```
+//!
+//! Only the host interfaces a module actually calls end up as imports of its
+//! component, so a module needs grants only for what it uses.
+
+/// Raw bindings to everything the host offers (`warden:module/imports`).
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "warden:module/imports",
+        generate_all,
+        // `types` has no functions yet; its error type is still part of the API.
+        generate_unused_types: true,
+    });
+}
+
+/// The `task` export. Use [`export_task!`] to register an implementation.
+#[doc(hidden)]
+pub mod task {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "warden:module/task-module",
+        with: {
+            "wasi:config/store@0.2.0-rc.1": crate::bindings::wasi::config::store,
+            "warden:host/types@0.1.0": crate::bindings::warden::host::types,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_task",
+        default_bindings_module: "warden_sdk::task",
+    });
+}
+
+pub mod config;
+
+pub use bindings::warden::host::types::Error;
+pub use task::exports::warden::module::task::Guest as Task;
+pub use task::export_task;

@@ -1,0 +1,185 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use warden_capability::{AuditEvent, AuditKind, AuditSink};
+
+use crate::grant::{Endpoint, EndpointHost, parse_name};
+
+/// A module's egress policy, shared by its sockets and its HTTP client.
+pub struct NetPolicy {
+    module: String,
+    endpoints: Vec<Endpoint>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl NetPolicy {
+    pub fn new(
+        module: impl Into<String>,
+        endpoints: Vec<Endpoint>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        Self {
+            module: module.into(),
+            endpoints,
+            audit,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Whether the guest may look this name up: only granted names resolve,
+    /// so DNS cannot be used to probe or leak data.
+    pub fn name_granted(&self, name: &str) -> bool {
+        let Ok(name) = parse_name(name) else {
+            return false;
+        };
+        self.endpoints
+            .iter()
+            .any(|e| e.host == EndpointHost::Name(name.clone()))
+    }
+
+    /// The connect-time check: `addr` is granted as a literal, or it is a
+    /// non-special address that a granted name on the same port resolves to now.
+    pub async fn permits(&self, addr: SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        for e in self.endpoints.iter().filter(|e| e.port == addr.port()) {
+            match &e.host {
+                EndpointHost::Ip(granted) if canonical(*granted) == ip => return true,
+                EndpointHost::Name(name) if !is_special_address(ip) => {
+                    if let Ok(addrs) = tokio::net::lookup_host((name.as_str(), e.port)).await
+                        && addrs.into_iter().any(|a| canonical(a.ip()) == ip)
+                    {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// For HTTP: checks `host:port` against the grant, resolves it and returns
+    /// the first address the policy permits. The caller connects to exactly
+    /// that address, so a re-resolution cannot swap it.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
+        let endpoint = Endpoint::parse(&format!("{host}:{port}"))
+            .map_err(|why| format!("{host}:{port}: {why}"))?;
+        if !self.endpoints.contains(&endpoint) {
+            return Err(format!("{endpoint} is not in grants.net.allow"));
+        }
+        let candidates: Vec<SocketAddr> = match endpoint.host {
+            EndpointHost::Ip(ip) => vec![SocketAddr::new(ip, port)],
+            EndpointHost::Name(ref name) => tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| format!("{endpoint}: name lookup failed: {e}"))?
+                .collect(),
+        };
+        for addr in candidates {
+            if self.permits(addr).await {
+                return Ok(addr);
+            }
+        }
+        Err(format!(
+            "{endpoint} resolves only to addresses that are not granted (loopback, link-local or metadata addresses need their own grant)"
+        ))
+    }
+
+    pub(crate) fn deny(&self, detail: String) {
+        self.audit.record(AuditEvent {
+            module: self.module.clone(),
+            kind: AuditKind::Denied,
+            rule: "net".into(),
+            detail,
+        });
+    }
+}
+
+/// Addresses a name grant never reaches: loopback, unspecified, link-local
+/// (which includes 169.254.169.254), multicast, broadcast and the metadata
+/// services that live elsewhere (AWS IPv6, Alibaba).
+pub fn is_special_address(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+                || v4 == Ipv4Addr::new(100, 100, 100, 200)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden_capability::StderrAudit;
+
+    fn policy(entries: &[&str]) -> NetPolicy {
+        let endpoints = entries
+            .iter()
+            .map(|e| Endpoint::parse(e).unwrap())
+            .collect();
+        NetPolicy::new("t", endpoints, Arc::new(StderrAudit))
+    }
+
+    #[test]
+    fn special_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "fd00:ec2::254",
+            "100.100.100.200",
+        ] {
+            assert!(is_special_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.1.2.3", "93.184.216.34", "2001:db8::1"] {
+            assert!(!is_special_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn name_resolving_to_loopback_is_refused() {
+        let p = policy(&["localhost:8080"]);
+        assert!(!p.permits("127.0.0.1:8080".parse().unwrap()).await);
+        assert!(p.resolve("localhost", 8080).await.is_err());
+        assert!(p.name_granted("LOCALHOST"));
+        assert!(!p.name_granted("example.com"));
+    }
+
+    #[tokio::test]
+    async fn literal_grants_match_exactly() {
+        let p = policy(&["127.0.0.1:8080"]);
+        assert!(p.permits("127.0.0.1:8080".parse().unwrap()).await);
+        assert!(p.permits("[::ffff:127.0.0.1]:8080".parse().unwrap()).await);
+        assert!(!p.permits("127.0.0.1:8081".parse().unwrap()).await);
+        assert!(!p.permits("127.0.0.2:8080".parse().unwrap()).await);
+        assert_eq!(
+            p.resolve("127.0.0.1", 8080).await.unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert!(p.resolve("127.0.0.1", 9090).await.is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The `warden` command line (see DESIGN.md, "CLI").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use warden_capability::StderrAudit;
+use warden_fs::HostPaths;
+
+use crate::engine::{EngineOptions, WardenEngine};
+use crate::error::LoadError;
+use crate::host_config::HostConfig;
+use crate::limits::Limits;
+use crate::linker::build_linker;
+use crate::manifest::Manifest;
+use crate::module::{LoadContext, LoadedModule};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Run WebAssembly components sandboxed, deny-by-default"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a component once under its manifest.
+    Run {
+        component: PathBuf,
+        /// Module manifest; default: warden.toml next to the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Host config (data dir, backends).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Export to call: `run` (default, the task export), `iface#func` or a function name.
+        #[arg(long)]
+        invoke: Option<String>,
+        /// A JSON argument for --invoke; repeat in parameter order.
+        #[arg(long = "arg", requires = "invoke")]
+        args: Vec<String>,
+    },
+    /// Validate a component against its manifest without running it.
+    Check {
+        component: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+    },
+}
+
+/// A failure as printed: `<module>: <what>`.
+pub struct Failure {
+    pub module: String,
+    pub message: String,
+}
+
+pub async fn execute(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run {
+            component,
+            manifest,
+            config,
+            invoke,
+            args,
+        } => {
+            run(
+                &component,
+                manifest.as_deref(),
+                config.as_deref(),
+                invoke.as_deref(),
+                &args,
+            )
+            .await
+        }
+        Command::Check {
+            component,
+            manifest,
+        } => check(&component, &manifest),
+    }
+}
+
+async fn run(
+    component: &Path,
+    manifest: Option<&Path>,
+    config: Option<&Path>,
+    invoke: Option<&str>,
+    args: &[String],
+) -> Result<(), Failure> {
+    let (module, _engine) = load(component, manifest, config)?;
+    let fail = |message: String| Failure {
+        module: module.name().to_string(),
+        message,
+    };
+    match invoke {
+        None | Some("run") => {
+            module.run_task().await.map_err(|e| fail(e.to_string()))?;
+        }
+        Some(export) => {
+            let args = args
+                .iter()
+                .map(|a| {
+                    serde_json::from_str(a)
+                        .map_err(|e| fail(format!("invalid: --arg {a:?} is not JSON: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let (results, _) = module
+                .invoke(export, &args)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            for r in results {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(component: &Path, manifest: &Path) -> Result<(), Failure> {
+    let (module, _engine) = load(component, Some(manifest), None)?;
+    let shape = module.shape();
+    println!(
+        "{}: ok: {} {} sha256:{} exports [{}]",
+        module.name(),
+        module.name(),
+        module.manifest().module.version,
+        module.sha256(),
+        shape.exports.join(", ")
+    );
+    Ok(())
+}
+
+fn load(
+    component: &Path,
+    manifest: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<(LoadedModule, WardenEngine), Failure> {
+    let manifest_path = manifest.map(Path::to_path_buf).unwrap_or_else(|| {
+        component
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("warden.toml")
+    });
+    // Until the manifest is read, name the module after its file.
+    let file_name = component
+        .file_stem()
+        .map_or("warden".into(), |s| s.to_string_lossy().replace('_', "-"));
+    let manifest = Manifest::load(&manifest_path).map_err(|errs| Failure {
+        module: file_name.clone(),
+        message: LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()).to_string(),
+    })?;
+    let name = manifest.module.name.clone();
+    let fail = |message: String| Failure {
+        module: name.clone(),
+        message,
+    };
+
+    let host = match config {
+        Some(path) => HostConfig::load(path).map_err(|e| fail(e.to_string()))?,
+        None => HostConfig::default(),
+    };
+    let mut options = EngineOptions::default();
+    if config.is_some() {
+        options.cache_dir = Some(host.server.data_dir.join("compiled"));
+    }
+    let engine =
+        WardenEngine::new(options).map_err(|e| fail(format!("host error: engine: {e:#}")))?;
+    let linker = build_linker(&engine).map_err(|e| fail(format!("host error: linker: {e:#}")))?;
+    let bytes = std::fs::read(component).map_err(|e| {
+        fail(format!(
+            "invalid component: cannot read {}: {e}",
+            component.display()
+        ))
+    })?;
+    let base = manifest_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let cx = LoadContext {
+        engine: &engine,
+        linker: &linker,
+        host_paths: HostPaths::RelativeTo(if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        }),
+        defaults: &Limits::default(),
+        audit: Arc::new(StderrAudit),
+    };
+    let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
+    Ok((module, engine))
+}

@@ -1,0 +1,63 @@
+//! The server's host config (`warden.toml` for the server, DESIGN.md).
+//! Only the parts this warden implements are accepted; anything else is
+//! rejected by name rather than silently ignored.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".warden")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid host config {file}: {path}: {message}")]
+pub struct HostConfigError {
+    file: String,
+    path: String,
+    message: String,
+}
+
+impl HostConfig {
+    pub fn load(file: &Path) -> Result<HostConfig, HostConfigError> {
+        let err = |path: String, message: String| HostConfigError {
+            file: file.display().to_string(),
+            path,
+            message,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| err("file".into(), e.to_string()))?;
+        let de = toml::Deserializer::parse(&text)
+            .map_err(|e| err("config".into(), format!("TOML syntax: {}", e.message())))?;
+        let mut config: HostConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| err(e.path().to_string(), e.inner().message().to_string()))?;
+        // Relative data dirs are relative to the config file.
+        if config.server.data_dir.is_relative()
+            && let Some(dir) = file.parent()
+        {
+            config.server.data_dir = dir.join(&config.server.data_dir);
+        }
+        Ok(config)
+    }
+}

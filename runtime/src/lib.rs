@@ -1,0 +1,20 @@
+//! Warden's runtime: the sandbox engine, module manifests and their policy,
+//! contract validation, and the `warden` CLI's building blocks.
+
+pub mod cli;
+pub mod contract;
+pub mod engine;
+pub mod error;
+pub mod host_config;
+pub mod invoke;
+pub mod limits;
+pub mod linker;
+pub mod manifest;
+pub mod module;
+pub mod state;
+
+pub use engine::{EngineOptions, WardenEngine};
+pub use error::{LoadError, RunError};
+pub use limits::Limits;
+pub use manifest::Manifest;
+pub use module::{LoadContext, LoadedModule, Output, Stdio};

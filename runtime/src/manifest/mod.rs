@@ -1,0 +1,248 @@
+//! The module manifest (`warden.toml` next to a component). Deny-by-default:
+//! a capability the manifest does not grant does not exist for the module.
+//!
+//! Parsing is strict: unknown keys, bad sizes, durations or patterns are
+//! errors that name the key path (`limits.memory: ...`).
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use warden_fs::FsGrants;
+use warden_net::NetGrant;
+
+pub use units::{ByteSize, HumanDuration, Rate};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub module: ModuleInfo,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    pub http: Option<HttpTrigger>,
+    #[serde(default)]
+    pub cron: Vec<CronTrigger>,
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub config: BTreeMap<String, ConfigValue>,
+    #[serde(rename = "config-schema")]
+    pub config_schema: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[limits]`: every key optional; host defaults fill the gaps.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsSpec {
+    pub memory: Option<ByteSize>,
+    pub timeout: Option<HumanDuration>,
+    pub fuel: Option<u64>,
+    pub max_instances: Option<u32>,
+    pub rate: Option<Rate>,
+    /// Host resource handles (streams, pollables, ...) alive at once.
+    pub max_handles: Option<u32>,
+    /// Bytes the host hands back per invocation (results, return values).
+    pub max_output: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTrigger {
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronTrigger {
+    pub schedule: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Subscription {
+    pub source: String,
+    pub topic: String,
+    pub max_retries: Option<u32>,
+    pub dead_letter: Option<String>,
+}
+
+/// `[grants]`. Capabilities not built into this warden are rejected by name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default)]
+    pub fs: FsGrants,
+    pub net: Option<NetGrant>,
+}
+
+/// `[config]` values; non-strings are passed to the guest in TOML syntax.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl ConfigValue {
+    pub fn as_config_string(&self) -> String {
+        match self {
+            ConfigValue::String(s) => s.clone(),
+            ConfigValue::Integer(i) => i.to_string(),
+            ConfigValue::Float(f) => f.to_string(),
+            ConfigValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// A manifest problem, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ManifestError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ManifestError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, Vec<ManifestError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ManifestError::new(
+                path.display().to_string(),
+                format!("cannot read manifest: {e}"),
+            )]
+        })?;
+        Manifest::parse(&text)
+    }
+
+    /// Parses and validates; returns every semantic problem at once.
+    pub fn parse(text: &str) -> Result<Manifest, Vec<ManifestError>> {
+        let de = toml::Deserializer::parse(text).map_err(|e| vec![syntax_error(&e)])?;
+        let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().message().to_string();
+            vec![ManifestError::new(
+                if path == "." { "manifest".into() } else { path },
+                message,
+            )]
+        })?;
+        let problems = manifest.validate();
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn validate(&self) -> Vec<ManifestError> {
+        let mut p = Vec::new();
+        let name = &self.module.name;
+        if name.is_empty()
+            || name.len() > 63
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            p.push(ManifestError::new(
+                "module.name",
+                format!("{name:?} must match [a-z0-9-]{{1,63}}"),
+            ));
+        }
+        if let Err(e) = semver::Version::parse(&self.module.version) {
+            p.push(ManifestError::new(
+                "module.version",
+                format!("{:?} is not a semver version: {e}", self.module.version),
+            ));
+        }
+        let l = &self.limits;
+        if l.memory.is_some_and(|m| m.0 < 64 << 10) {
+            p.push(ManifestError::new(
+                "limits.memory",
+                "must be at least 64 KiB (one wasm page)",
+            ));
+        }
+        if l.fuel == Some(0) {
+            p.push(ManifestError::new(
+                "limits.fuel",
+                "must be greater than zero",
+            ));
+        }
+        for (key, v) in [
+            ("limits.max-instances", l.max_instances),
+            ("limits.max-handles", l.max_handles),
+        ] {
+            if v == Some(0) {
+                p.push(ManifestError::new(key, "must be greater than zero"));
+            }
+        }
+        if let Some(http) = &self.http
+            && (!http.route.starts_with('/') || http.route.contains(char::is_whitespace))
+        {
+            p.push(ManifestError::new(
+                "http.route",
+                format!("{:?} must be a path prefix starting with /", http.route),
+            ));
+        }
+        for (i, c) in self.cron.iter().enumerate() {
+            if c.schedule.split_whitespace().count() != 5 {
+                p.push(ManifestError::new(
+                    format!("cron[{i}].schedule"),
+                    format!(
+                        "{:?} must have 5 fields (min hour day month weekday)",
+                        c.schedule
+                    ),
+                ));
+            }
+        }
+        for (i, s) in self.subscribe.iter().enumerate() {
+            p.push(ManifestError::new(
+                format!("subscribe[{i}]"),
+                format!(
+                    "message source {:?}: message triggers are not available in this warden yet",
+                    s.source
+                ),
+            ));
+        }
+        if let Some(net) = &self.grants.net
+            && let Err(e) = net.endpoints()
+        {
+            p.push(ManifestError::new("grants.net.allow", e));
+        }
+        if self.config_schema.is_some() {
+            p.push(ManifestError::new(
+                "config-schema",
+                "config schemas are not checked by this warden yet; remove the table",
+            ));
+        }
+        p
+    }
+}
+
+fn syntax_error(e: &toml::de::Error) -> ManifestError {
+    ManifestError::new("manifest", format!("TOML syntax: {}", e.message()))
+}
+
+#[cfg(test)]
+mod tests;

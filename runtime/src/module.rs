@@ -1,0 +1,346 @@
+//! A module ready to run: manifest checked, component compiled and linked
+//! once (`InstancePre`); every invocation gets a fresh, limited store.
+
+use std::sync::Arc;
+
+use warden_capability::{AuditEvent, AuditKind, AuditSink};
+use warden_fs::{HostPaths, ResolvedDir};
+use warden_net::{GrantedHttpHooks, NetPolicy};
+use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable, WasmStr};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::contract::{self, ComponentShape, TASK_EXPORT};
+use crate::engine::{EPOCH_TICK, WardenEngine};
+use crate::error::{LoadError, RunError, TrapContext};
+use crate::limits::{Limiter, Limits};
+use crate::manifest::Manifest;
+use crate::state::ModuleState;
+
+/// Where a module's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// The host process's own (the CLI).
+    Inherit,
+    /// Kept in memory, at most this many bytes each; returned with the outcome.
+    Capture(usize),
+}
+
+/// What a successful invocation printed (empty when stdio is inherited).
+#[derive(Debug, Default, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct LoadedModule {
+    manifest: Manifest,
+    limits: Limits,
+    sha256: String,
+    shape: ComponentShape,
+    fs_dirs: Vec<ResolvedDir>,
+    net: Arc<NetPolicy>,
+    config: Arc<WasiConfigVariables>,
+    pre: InstancePre<ModuleState>,
+    task_run: Option<ComponentExportIndex>,
+    audit: Arc<dyn AuditSink>,
+    trap_ctx: TrapContext,
+    stdio: Stdio,
+}
+
+/// Everything needed to load a module besides its bytes and manifest.
+pub struct LoadContext<'a> {
+    pub engine: &'a WardenEngine,
+    pub linker: &'a Linker<ModuleState>,
+    pub host_paths: HostPaths,
+    pub defaults: &'a Limits,
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl LoadedModule {
+    /// Compiles (or loads from cache), checks the contract, resolves grants
+    /// and pre-links. Nothing of the guest runs here.
+    pub fn load(cx: &LoadContext<'_>, bytes: &[u8], manifest: Manifest) -> Result<Self, LoadError> {
+        let compiled = cx.engine.compile(bytes)?;
+        let shape = ComponentShape::of(cx.engine.engine(), &compiled.component);
+        let problems = contract::check(&shape, &manifest);
+        if !problems.is_empty() {
+            return Err(LoadError::Contract(problems));
+        }
+        let fs_dirs = manifest
+            .grants
+            .fs
+            .iter()
+            .map(|(guest, grant)| grant.resolve(guest, &cx.host_paths))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LoadError::Host(e.to_string()))?;
+        let endpoints = match &manifest.grants.net {
+            Some(net) => net.endpoints().map_err(|e| LoadError::Manifest(vec![e]))?,
+            None => Vec::new(),
+        };
+        let net = Arc::new(NetPolicy::new(
+            manifest.module.name.clone(),
+            endpoints,
+            cx.audit.clone(),
+        ));
+        let config = Arc::new(
+            manifest
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_config_string()))
+                .collect::<WasiConfigVariables>(),
+        );
+        let pre = cx
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| LoadError::Invalid(format!("cannot link: {e:#}")))?;
+        let task_run = compiled
+            .component
+            .get_export_index(None, &versioned_export(&shape, TASK_EXPORT))
+            .and_then(|iface| compiled.component.get_export_index(Some(&iface), "run"));
+        let limits = Limits::resolve(&manifest.limits, cx.defaults);
+        if limits.memory.0 > cx.engine.options().max_memory {
+            return Err(LoadError::Host(format!(
+                "limits.memory {} is above this host's maximum of {}",
+                limits.memory,
+                crate::manifest::ByteSize(cx.engine.options().max_memory)
+            )));
+        }
+        let trap_ctx = TrapContext {
+            timeout: limits.timeout,
+            fuel: limits.fuel,
+            max_handles: limits.max_handles,
+            max_stack: cx.engine.options().max_wasm_stack,
+        };
+        Ok(Self {
+            manifest,
+            limits,
+            sha256: compiled.sha256,
+            shape,
+            fs_dirs,
+            net,
+            config,
+            pre,
+            task_run,
+            audit: cx.audit.clone(),
+            trap_ctx,
+            stdio: Stdio::Inherit,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.module.name
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn shape(&self) -> &ComponentShape {
+        &self.shape
+    }
+
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        self.pre.engine()
+    }
+
+    pub(crate) fn component(&self) -> &wasmtime::component::Component {
+        self.pre.component()
+    }
+
+    pub fn set_stdio(&mut self, stdio: Stdio) {
+        self.stdio = stdio;
+    }
+
+    /// Calls the `task` export's `run`.
+    pub async fn run_task(&self) -> Result<Output, RunError> {
+        let index = self.task_run.as_ref().ok_or_else(|| {
+            RunError::Host(format!("the component does not export {TASK_EXPORT}"))
+        })?;
+        let max_output = self.limits.max_output;
+        self.with_instance(async |store, instance| {
+            let run = instance
+                .get_typed_func::<(), (Result<(), WasmStr>,)>(&mut *store, index)
+                .map_err(|e| {
+                    RunError::Host(format!("{TASK_EXPORT}#run has an unexpected type: {e}"))
+                })?;
+            let (result,) = run.call_async(&mut *store, ()).await.map_err(Call)?;
+            match result {
+                Ok(()) => Ok(()),
+                Err(msg) => {
+                    // Measured in guest memory before anything is copied out.
+                    let msg = msg
+                        .to_str(&*store)
+                        .map_err(|e| RunError::Trap(e.to_string()))?;
+                    charge_output(max_output, msg.len())?;
+                    Err(RunError::Failed(msg.into_owned()).into())
+                }
+            }
+        })
+        .await
+        .map(|((), output)| output)
+    }
+
+    /// Instantiates into a fresh store, runs `f` under the module's deadline,
+    /// and turns traps into errors naming the limit.
+    pub(crate) async fn with_instance<R>(
+        &self,
+        f: impl AsyncFnOnce(
+            &mut Store<ModuleState>,
+            &wasmtime::component::Instance,
+        ) -> Result<R, InstanceError>,
+    ) -> Result<(R, Output), RunError> {
+        let (mut store, pipes) = self.new_store()?;
+        // The epoch deadline stops guest code; this one also covers time the
+        // guest spends blocked in host calls. A tick of slack lets the epoch
+        // trap (which names the guest frame) win when both fire.
+        let wall = self.limits.timeout + EPOCH_TICK * 2;
+        let outcome = tokio::time::timeout(wall, async {
+            let instance = self.pre.instantiate_async(&mut store).await.map_err(Call)?;
+            f(&mut store, &instance).await
+        })
+        .await;
+        let result = match outcome {
+            Err(_elapsed) => Err(RunError::Limit(self.trap_ctx.timeout_exceeded())),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(InstanceError::Call(e))) => Err(RunError::from_wasmtime(e, &self.trap_ctx)),
+            Ok(Err(InstanceError::Run(e))) => Err(e),
+        };
+        drop(store);
+        match result {
+            Ok(r) => Ok((r, pipes.map(|p| p.output()).unwrap_or_default())),
+            Err(e) => {
+                self.audit_failure(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn new_store(&self) -> Result<(Store<ModuleState>, Option<Pipes>), RunError> {
+        let mut wasi = WasiCtx::builder();
+        let pipes = match self.stdio {
+            Stdio::Inherit => {
+                wasi.inherit_stdout().inherit_stderr();
+                None
+            }
+            Stdio::Capture(limit) => {
+                let p = Pipes {
+                    stdout: MemoryOutputPipe::new(limit),
+                    stderr: MemoryOutputPipe::new(limit),
+                };
+                wasi.stdout(p.stdout.clone()).stderr(p.stderr.clone());
+                Some(p)
+            }
+        };
+        warden_fs::add_preopens(&mut wasi, &self.fs_dirs)
+            .map_err(|e| RunError::Host(e.to_string()))?;
+        warden_net::configure_sockets(&mut wasi, self.net.clone());
+
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.max_handles as usize);
+        let state = ModuleState {
+            wasi: wasi.build(),
+            table,
+            http: WasiHttpCtx::new(),
+            http_hooks: GrantedHttpHooks::new(self.net.clone()),
+            config: self.config.clone(),
+            net: self.net.clone(),
+            limiter: Limiter::new(&self.limits),
+        };
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
+            .map_err(|e| RunError::Host(e.to_string()))?;
+        let ticks = self
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            .max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok((store, pipes))
+    }
+
+    fn audit_failure(&self, err: &RunError) {
+        let (kind, rule) = match err {
+            RunError::Limit(l) => (AuditKind::LimitExceeded, l.limit.to_string()),
+            RunError::Trap(_) => (AuditKind::Trap, "trap".to_string()),
+            RunError::Failed(_) | RunError::Host(_) => return,
+        };
+        self.audit.record(AuditEvent {
+            module: self.name().to_string(),
+            kind,
+            rule,
+            detail: err.to_string(),
+        });
+    }
+}
+
+/// Errors inside [`LoadedModule::with_instance`]: a raw wasmtime error still
+/// to be classified, or an already classified one.
+pub(crate) enum InstanceError {
+    Call(wasmtime::Error),
+    Run(RunError),
+}
+
+#[allow(non_snake_case)]
+pub(crate) fn Call(e: wasmtime::Error) -> InstanceError {
+    InstanceError::Call(e)
+}
+
+impl From<RunError> for InstanceError {
+    fn from(e: RunError) -> Self {
+        InstanceError::Run(e)
+    }
+}
+
+pub(crate) fn charge_output(max: crate::manifest::ByteSize, bytes: usize) -> Result<(), RunError> {
+    if bytes as u64 > max.0 {
+        return Err(RunError::Limit(warden_capability::LimitExceeded {
+            limit: "max-output",
+            allowed: max.to_string(),
+            attempted: Some(format!(
+                "{} returned",
+                crate::manifest::ByteSize(bytes as u64)
+            )),
+        }));
+    }
+    Ok(())
+}
+
+/// The exported name of `interface` with the version the component uses.
+fn versioned_export(shape: &ComponentShape, interface: &str) -> String {
+    shape
+        .exports
+        .iter()
+        .find(|e| contract::unversioned(e) == interface)
+        .cloned()
+        .unwrap_or_else(|| interface.to_string())
+}
+
+struct Pipes {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl Pipes {
+    fn output(&self) -> Output {
+        Output {
+            stdout: String::from_utf8_lossy(&self.stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr.contents()).into_owned(),
+        }
+    }
+}
