@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use warden_capability::StderrAudit;
+use warden_capability::{AuditKind, MemoryAudit};
 use warden_fs::HostPaths;
 
 use crate::engine::{EngineOptions, WardenEngine};
-use crate::error::LoadError;
+use crate::error::{LoadError, RunError};
 use crate::host_config::HostConfig;
 use crate::limits::Limits;
 use crate::linker::build_linker;
@@ -90,27 +90,41 @@ async fn run(
     invoke: Option<&str>,
     args: &[String],
 ) -> Result<(), Failure> {
-    let (module, _engine) = load(component, manifest, config)?;
-    let fail = |message: String| Failure {
-        module: module.name().to_string(),
-        message,
+    let (module, audit, _engine) = load(component, manifest, config)?;
+    // A guest failing right after a denial failed because of the policy: say so.
+    let fail = |err: RunError| {
+        let denial = audit
+            .events()
+            .into_iter()
+            .find(|e| e.kind == AuditKind::Denied);
+        let message = match (denial, &err) {
+            (Some(d), RunError::Failed(guest)) => {
+                format!(
+                    "denied: {}: {} (the guest then failed: {guest})",
+                    d.rule, d.detail
+                )
+            }
+            _ => err.to_string(),
+        };
+        Failure {
+            module: module.name().to_string(),
+            message,
+        }
     };
     match invoke {
         None | Some("run") => {
-            module.run_task().await.map_err(|e| fail(e.to_string()))?;
+            module.run_task().await.map_err(fail)?;
         }
         Some(export) => {
             let args = args
                 .iter()
                 .map(|a| {
                     serde_json::from_str(a)
-                        .map_err(|e| fail(format!("invalid: --arg {a:?} is not JSON: {e}")))
+                        .map_err(|e| RunError::Host(format!("--arg {a:?} is not JSON: {e}")))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
-            let (results, _) = module
-                .invoke(export, &args)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)?;
+            let (results, _) = module.invoke(export, &args).await.map_err(fail)?;
             for r in results {
                 println!("{r}");
             }
@@ -120,7 +134,7 @@ async fn run(
 }
 
 fn check(component: &Path, manifest: &Path) -> Result<(), Failure> {
-    let (module, _engine) = load(component, Some(manifest), None)?;
+    let (module, _, _engine) = load(component, Some(manifest), None)?;
     let shape = module.shape();
     println!(
         "{}: ok: {} {} sha256:{} exports [{}]",
@@ -137,7 +151,7 @@ fn load(
     component: &Path,
     manifest: Option<&Path>,
     config: Option<&Path>,
-) -> Result<(LoadedModule, WardenEngine), Failure> {
+) -> Result<(LoadedModule, MemoryAudit, WardenEngine), Failure> {
     let manifest_path = manifest.map(Path::to_path_buf).unwrap_or_else(|| {
         component
             .parent()
@@ -162,7 +176,11 @@ fn load(
         Some(path) => HostConfig::load(path).map_err(|e| fail(e.to_string()))?,
         None => HostConfig::default(),
     };
-    let mut options = EngineOptions::default();
+    // One invocation: a small pool is enough.
+    let mut options = EngineOptions {
+        max_instances: 8,
+        ..EngineOptions::default()
+    };
     if config.is_some() {
         options.cache_dir = Some(host.server.data_dir.join("compiled"));
     }
@@ -175,6 +193,7 @@ fn load(
             component.display()
         ))
     })?;
+    let audit = MemoryAudit::default();
     let base = manifest_path
         .parent()
         .map(Path::to_path_buf)
@@ -188,8 +207,8 @@ fn load(
             base
         }),
         defaults: &Limits::default(),
-        audit: Arc::new(StderrAudit),
+        audit: Arc::new(audit.clone()),
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
-    Ok((module, engine))
+    Ok((module, audit, engine))
 }

@@ -2,11 +2,12 @@
 //! actually reach is decided per store (preopens, socket checks, HTTP hooks);
 //! what it may import is decided by the contract check before linking.
 
-use wasmtime::component::Linker;
 use wasmtime_wasi_config::WasiConfig;
 
 use crate::engine::WardenEngine;
 use crate::state::ModuleState;
+
+pub use wasmtime::component::Linker;
 
 pub fn build_linker(engine: &WardenEngine) -> wasmtime::Result<Linker<ModuleState>> {
     let mut linker = Linker::new(engine.engine());

@@ -1,1 +1,96 @@
+//! Test harness: loads the real guest components (built by
+//! `guest-modules/build.sh`) into one shared engine, with manifests written
+//! by each test.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use warden_capability::MemoryAudit;
+use warden_fs::HostPaths;
+use warden_runtime::linker::{Linker, build_linker};
+use warden_runtime::module::{LoadContext, LoadedModule, Stdio};
+use warden_runtime::state::ModuleState;
+use warden_runtime::{EngineOptions, Limits, LoadError, Manifest, WardenEngine};
+
+/// Path of a guest component by crate name (`hello`, `fs-probe`, ...).
+pub fn guest(name: &str) -> PathBuf {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-modules/target/wasm32-wasip2/release")
+        .join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`just build-guests`)",
+        path.display()
+    );
+    path
+}
+
+pub fn guest_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(guest(name)).expect("reading guest component")
+}
+
+struct Shared {
+    engine: WardenEngine,
+    linker: Linker<ModuleState>,
+}
+
+static SHARED: LazyLock<Shared> = LazyLock::new(|| {
+    let dir = std::env::temp_dir().join(format!("warden-tests-cache-{}", std::process::id()));
+    let engine = WardenEngine::new(EngineOptions {
+        max_instances: 64,
+        cache_dir: Some(dir),
+        ..EngineOptions::default()
+    })
+    .expect("engine");
+    let linker = build_linker(&engine).expect("linker");
+    Shared { engine, linker }
+});
+
+pub fn engine() -> &'static WardenEngine {
+    &SHARED.engine
+}
+
+/// A minimal manifest header for module `name`.
+pub fn manifest_header(name: &str) -> String {
+    format!("[module]\nname = \"{name}\"\nversion = \"0.1.0\"\n")
+}
+
+/// Loads `guest` under `manifest` (TOML), host paths relative to `base`,
+/// with captured stdio.
+pub fn load(
+    guest_name: &str,
+    manifest: &str,
+    base: &Path,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    load_bytes(&guest_bytes(guest_name), manifest, base)
+}
+
+pub fn load_bytes(
+    bytes: &[u8],
+    manifest: &str,
+    base: &Path,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    let manifest = Manifest::parse(manifest)
+        .map_err(|errs| LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()))?;
+    let audit = MemoryAudit::default();
+    let cx = LoadContext {
+        engine: &SHARED.engine,
+        linker: &SHARED.linker,
+        host_paths: HostPaths::RelativeTo(base.to_path_buf()),
+        defaults: &Limits::default(),
+        audit: Arc::new(audit.clone()),
+    };
+    let mut module = LoadedModule::load(&cx, bytes, manifest)?;
+    module.set_stdio(Stdio::Capture(1 << 20));
+    Ok((module, audit))
+}
+
+/// Runs the well-behaved `hello` module: proves the host is still healthy.
+pub async fn hello_still_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = format!("{}[config]\nname = \"again\"\n", manifest_header("hello"));
+    let (module, _) = load("hello", &manifest, tmp.path()).expect("load hello");
+    let out = module.run_task().await.expect("hello runs");
+    assert_eq!(out.stdout, "Hello, again!\n");
+}

@@ -43,5 +43,5 @@ pub mod task {
 pub mod config;
 
 pub use bindings::warden::host::types::Error;
-pub use task::exports::warden::module::task::Guest as Task;
 pub use task::export_task;
+pub use task::exports::warden::module::task::Guest as Task;

@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +37,31 @@ pub trait AuditSink: Send + Sync {
     fn record(&self, event: AuditEvent);
 }
 
-/// Logs events through `tracing` at warn level.
+/// Logs events through `tracing` (target `warden::audit`).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct StderrAudit;
+pub struct LogAudit;
 
-impl AuditSink for StderrAudit {
+impl AuditSink for LogAudit {
     fn record(&self, e: AuditEvent) {
-        tracing::warn!(target: "warden::audit", module = %e.module, kind = %e.kind, rule = %e.rule, "{}", e.detail);
+        tracing::info!(target: "warden::audit", module = %e.module, kind = %e.kind, rule = %e.rule, "{}", e.detail);
+    }
+}
+
+/// Keeps events in memory (the CLI reports them; tests inspect them), and
+/// logs them too.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryAudit(Arc<Mutex<Vec<AuditEvent>>>);
+
+impl MemoryAudit {
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, event: AuditEvent) {
+        LogAudit.record(event.clone());
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(event);
     }
 }
 

@@ -6,6 +6,6 @@ mod audit;
 mod budget;
 mod error;
 
-pub use audit::{AuditEvent, AuditKind, AuditSink, StderrAudit};
+pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use budget::ByteBudget;
 pub use error::{CapabilityError, LimitExceeded};

@@ -131,14 +131,14 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_capability::StderrAudit;
+    use warden_capability::LogAudit;
 
     fn policy(entries: &[&str]) -> NetPolicy {
         let endpoints = entries
             .iter()
             .map(|e| Endpoint::parse(e).unwrap())
             .collect();
-        NetPolicy::new("t", endpoints, Arc::new(StderrAudit))
+        NetPolicy::new("t", endpoints, Arc::new(LogAudit))
     }
 
     #[test]

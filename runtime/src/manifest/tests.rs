@@ -31,14 +31,14 @@ fn full_manifest_parses() {
 #[test]
 fn unknown_keys_name_their_path() {
     let e = &errors("[limits]\nmemroy = \"1 MiB\"\n")[0];
-    assert_eq!(e.path, "limits");
+    assert_eq!(e.path, "limits.memroy");
     assert!(e.message.contains("unknown field `memroy`"), "{e}");
 
     let e = &errors("[grants.fs]\n\"/d\" = { host = \"x\", acess = \"read-only\" }\n")[0];
     assert!(e.path.starts_with("grants.fs"), "{e}");
 
     let e = &errors("[grants.sql.main]\nbackend = \"db\"\n")[0];
-    assert_eq!(e.path, "grants");
+    assert_eq!(e.path, "grants.sql");
     assert!(e.message.contains("unknown field `sql`"), "{e}");
 
     let e = &errors("[surprise]\n")[0];

@@ -41,13 +41,19 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<FileStats>) -> Result<(), Stri
     for entry in entries {
         let entry = entry.map_err(|e| format!("listing {}: {e}", dir.display()))?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(|e| format!("{}: {e}", path.display()))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if kind.is_dir() {
             collect(root, &path, out)?;
         } else if kind.is_file() {
             let data = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             out.push(FileStats {
-                name: path.strip_prefix(root).unwrap_or(&path).display().to_string(),
+                name: path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
                 bytes: data.len() as u64,
                 lines: data.iter().filter(|&&b| b == b'\n').count(),
             });

@@ -21,9 +21,12 @@ impl Task for Limits {
             "spin" => spin(),
             "grow" => grow(),
             "recurse" => Ok(black_box(recurse(black_box(1))) as u8).map(|_| ()),
+            "recurse-shadow" => Ok(black_box(recurse_shadow(black_box(1))) as u8).map(|_| ()),
             "handles" => handles(),
             "huge-output" => {
-                let mib: usize = config::require("mib")?.parse().map_err(|e| format!("mib: {e}"))?;
+                let mib: usize = config::require("mib")?
+                    .parse()
+                    .map_err(|e| format!("mib: {e}"))?;
                 Err("x".repeat(mib << 20))
             }
             "trap" => panic!("guest panicked on purpose"),
@@ -47,17 +50,27 @@ fn grow() -> Result<(), String> {
     }
 }
 
-// Unbounded on purpose: the host must turn the stack overflow into a trap.
+// Unbounded on purpose, with locals only in wasm registers: overflows the
+// engine's native stack, which the host must turn into a trap.
 #[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
+    black_box(recurse(black_box(depth + 1))).wrapping_add(depth)
+}
+
+// Unbounded with a big frame in linear memory: overflows the guest's own
+// shadow stack (an out-of-bounds access below address 0).
+#[allow(unconditional_recursion)]
+fn recurse_shadow(depth: u64) -> u64 {
     let frame = black_box([depth; 64]);
-    black_box(recurse(depth + 1)) + frame[(depth % 64) as usize]
+    black_box(recurse_shadow(depth + 1)) + frame[(depth % 64) as usize]
 }
 
 fn handles() -> Result<(), String> {
     // Every pollable is a host resource; leak them until the host says stop.
     loop {
-        std::mem::forget(wasi::wasi::clocks::monotonic_clock::subscribe_duration(1_000_000_000));
+        std::mem::forget(wasi::wasi::clocks::monotonic_clock::subscribe_duration(
+            1_000_000_000,
+        ));
     }
 }
 
