@@ -137,12 +137,12 @@ fn check(component: &Path, manifest: &Path) -> Result<(), Failure> {
     let (module, _, _engine) = load(component, Some(manifest), None)?;
     let shape = module.shape();
     println!(
-        "{}: ok: {} {} sha256:{} exports [{}]",
-        module.name(),
+        "{}: ok: version {}, sha256 {}, exports [{}], {} imports within its grants",
         module.name(),
         module.manifest().module.version,
         module.sha256(),
-        shape.exports.join(", ")
+        shape.exports.join(", "),
+        shape.imports.len()
     );
     Ok(())
 }

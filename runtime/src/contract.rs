@@ -79,22 +79,30 @@ impl ComponentShape {
 /// Every way the component breaks its manifest; empty when it is fine.
 pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
     let mut problems = Vec::new();
+    let net_granted = manifest
+        .grants
+        .net
+        .as_ref()
+        .is_some_and(|n| !n.allow.is_empty());
+    let mut needs_net = Vec::new();
     for import in &shape.imports {
         match classify(unversioned(import)) {
             Some(Need::Baseline) => {}
-            Some(Need::Net)
-                if manifest
-                    .grants
-                    .net
-                    .as_ref()
-                    .is_some_and(|n| !n.allow.is_empty()) => {}
-            Some(Need::Net) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.net]"
-            )),
+            Some(Need::Net) if net_granted => {}
+            Some(Need::Net) => needs_net.push(import.as_str()),
             None => problems.push(format!(
                 "imports {import}, which this warden does not provide"
             )),
         }
+    }
+    if !needs_net.is_empty() {
+        problems.insert(
+            0,
+            format!(
+                "imports {} but the manifest has no [grants.net]",
+                needs_net.join(", ")
+            ),
+        );
     }
     if manifest.http.is_some() && !shape.exports_interface(HTTP_EXPORT) {
         problems.push(format!("[http] needs the export {HTTP_EXPORT}"));
@@ -146,8 +154,12 @@ mod tests {
             "wasi:http/outgoing-handler@0.2.6",
         ]);
         let problems = check(&s, &manifest(""));
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("wasi:sockets/tcp-create-socket@0.2.6"));
+        assert_eq!(
+            problems,
+            [
+                "imports wasi:sockets/tcp-create-socket@0.2.6, wasi:http/outgoing-handler@0.2.6 but the manifest has no [grants.net]"
+            ]
+        );
         assert!(
             check(
                 &s,

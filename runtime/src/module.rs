@@ -99,7 +99,7 @@ impl LoadedModule {
             .map_err(|e| LoadError::Invalid(format!("cannot link: {e:#}")))?;
         let task_run = compiled
             .component
-            .get_export_index(None, &versioned_export(&shape, TASK_EXPORT))
+            .get_export_index(None, versioned_export(&shape, TASK_EXPORT).as_str())
             .and_then(|iface| compiled.component.get_export_index(Some(&iface), "run"));
         let limits = Limits::resolve(&manifest.limits, cx.defaults);
         if limits.memory.0 > cx.engine.options().max_memory {
@@ -190,6 +190,29 @@ impl LoadedModule {
         })
         .await
         .map(|((), output)| output)
+    }
+
+    /// For benchmarks: one instance, `calls` calls of the task export; returns
+    /// the time spent in the calls alone.
+    pub async fn time_task_calls(&self, calls: u32) -> Result<std::time::Duration, RunError> {
+        let index = self.task_run.as_ref().ok_or_else(|| {
+            RunError::Host(format!("the component does not export {TASK_EXPORT}"))
+        })?;
+        self.with_instance(async |store, instance| {
+            let run = instance
+                .get_typed_func::<(), (Result<(), WasmStr>,)>(&mut *store, index)
+                .map_err(|e| RunError::Host(e.to_string()))?;
+            let start = std::time::Instant::now();
+            for _ in 0..calls {
+                let (result,) = run.call_async(&mut *store, ()).await.map_err(Call)?;
+                if result.is_err() {
+                    return Err(RunError::Failed("task returned an error".into()).into());
+                }
+            }
+            Ok(start.elapsed())
+        })
+        .await
+        .map(|(elapsed, _)| elapsed)
     }
 
     /// Instantiates into a fresh store, runs `f` under the module's deadline,

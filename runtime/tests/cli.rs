@@ -166,7 +166,7 @@ fn check_accepts_a_matching_component() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello: ok: hello 0.1.0 sha256:"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello: ok: version 0.1.0, sha256 "));
 }
 
 #[test]

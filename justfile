@@ -1,0 +1,50 @@
+# Warden tasks. `just` alone lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := env_var("HOME") + "/.cargo/bin:" + env_var("PATH")
+
+default:
+    @just --list
+
+# Install what guest builds need (idempotent; seconds when done).
+setup:
+    bash guest-modules/toolchain/setup.sh
+
+# Build every guest component into guest-modules/target/wasm32-wasip2/release.
+build-guests: setup
+    bash guest-modules/build.sh
+
+# Build the warden binary.
+build:
+    cargo build --release -p warden-runtime
+
+# The main job: build the example modules and run them sandboxed.
+demo: build-guests build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    warden="${CARGO_TARGET_DIR:-target}/release/warden"
+    guests=guest-modules/target/wasm32-wasip2/release
+    echo "== hello: reads its [config] through wasi:config"
+    $warden run $guests/hello.wasm --manifest guest-modules/examples/hello/warden.toml
+    echo "== fs-report: reads a read-only grant, writes into a read-write grant"
+    $warden run $guests/fs_report.wasm --manifest guest-modules/examples/fs-report/warden.toml
+    echo "   wrote guest-modules/target/fs-report-output/report.txt"
+    echo "== the sandbox at work (each of these is refused)"
+    $warden run $guests/fs_report.wasm --manifest guest-modules/examples/demo-denials/fs-report-ungranted.toml || true
+    $warden run $guests/limits.wasm --manifest guest-modules/examples/demo-denials/spin.toml || true
+    $warden check $guests/net_probe.wasm --manifest guest-modules/examples/demo-denials/no-net.toml || true
+
+# Every test: unit, integration (real guests, real runtime), CLI.
+test: build-guests
+    cargo test --workspace --all-targets
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all --check
+    cd guest-modules && cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Instantiation and call benchmarks (numbers go to BENCHMARKS.md).
+bench: build-guests
+    cargo bench -p warden-runtime --bench instantiate
