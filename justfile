@@ -30,6 +30,9 @@ demo: build-guests build
     echo "== fs-report: reads a read-only grant, writes into a read-write grant"
     $warden run $guests/fs_report.wasm --manifest guest-modules/examples/fs-report/warden.toml
     echo "   wrote guest-modules/target/fs-report-output/report.txt"
+    echo "== http-hello: a wasi:http handler, one request"
+    $warden run $guests/http_hello.wasm --manifest guest-modules/examples/http-hello/warden.toml --http POST /hello/demo --body "ping"
+    echo
     echo "== the sandbox at work (each of these is refused)"
     $warden run $guests/fs_report.wasm --manifest guest-modules/examples/demo-denials/fs-report-ungranted.toml || true
     $warden run $guests/limits.wasm --manifest guest-modules/examples/demo-denials/spin.toml || true

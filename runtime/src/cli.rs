@@ -1,5 +1,6 @@
 //! The `warden` command line (see DESIGN.md, "CLI").
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +44,12 @@ pub enum Command {
         /// A JSON argument for --invoke; repeat in parameter order.
         #[arg(long = "arg", requires = "invoke")]
         args: Vec<String>,
+        /// Send one HTTP request to the module's wasi:http handler and print the response.
+        #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"], conflicts_with = "invoke")]
+        http: Vec<String>,
+        /// Request body for --http.
+        #[arg(long, requires = "http")]
+        body: Option<String>,
     },
     /// Validate a component against its manifest without running it.
     Check {
@@ -66,15 +73,19 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             config,
             invoke,
             args,
+            http,
+            body,
         } => {
-            run(
-                &component,
-                manifest.as_deref(),
-                config.as_deref(),
-                invoke.as_deref(),
-                &args,
-            )
-            .await
+            let action = match (invoke, http.as_slice()) {
+                (_, [method, path]) => Action::Http {
+                    method: method.clone(),
+                    path: path.clone(),
+                    body: body.unwrap_or_default(),
+                },
+                (Some(export), _) if export != "run" => Action::Invoke { export, args },
+                _ => Action::Task,
+            };
+            run(&component, manifest.as_deref(), config.as_deref(), action).await
         }
         Command::Check {
             component,
@@ -83,12 +94,25 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// What `warden run` does with the loaded module.
+enum Action {
+    Task,
+    Invoke {
+        export: String,
+        args: Vec<String>,
+    },
+    Http {
+        method: String,
+        path: String,
+        body: String,
+    },
+}
+
 async fn run(
     component: &Path,
     manifest: Option<&Path>,
     config: Option<&Path>,
-    invoke: Option<&str>,
-    args: &[String],
+    action: Action,
 ) -> Result<(), Failure> {
     let (module, audit, _engine) = load(component, manifest, config)?;
     // A guest failing right after a denial failed because of the policy: say so.
@@ -111,11 +135,11 @@ async fn run(
             message,
         }
     };
-    match invoke {
-        None | Some("run") => {
+    match action {
+        Action::Task => {
             module.run_task().await.map_err(fail)?;
         }
-        Some(export) => {
+        Action::Invoke { export, args } => {
             let args = args
                 .iter()
                 .map(|a| {
@@ -124,10 +148,25 @@ async fn run(
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(fail)?;
-            let (results, _) = module.invoke(export, &args).await.map_err(fail)?;
+            let (results, _) = module.invoke(&export, &args).await.map_err(fail)?;
             for r in results {
                 println!("{r}");
             }
+        }
+        Action::Http { method, path, body } => {
+            let request = http::Request::builder()
+                .method(method.as_str())
+                .uri(path.as_str())
+                .body(bytes::Bytes::from(body))
+                .map_err(|e| fail(RunError::Host(format!("invalid --http request: {e}"))))?;
+            let (response, _) = module.handle_http(request).await.map_err(fail)?;
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "HTTP {}", response.status);
+            for (name, value) in &response.headers {
+                let _ = writeln!(stdout, "{name}: {value}");
+            }
+            let _ = writeln!(stdout);
+            let _ = stdout.write_all(&response.body);
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ pub mod contract;
 pub mod engine;
 pub mod error;
 pub mod host_config;
+pub mod http;
 pub mod invoke;
 pub mod limits;
 pub mod linker;

@@ -155,6 +155,10 @@ impl LoadedModule {
         self.pre.engine()
     }
 
+    pub(crate) fn instance_pre(&self) -> &InstancePre<ModuleState> {
+        &self.pre
+    }
+
     pub(crate) fn component(&self) -> &wasmtime::component::Component {
         self.pre.component()
     }

@@ -217,3 +217,29 @@ fn bad_inputs_get_one_clear_line() {
         "{line}"
     );
 }
+
+#[test]
+fn http_request_reaches_the_handler() {
+    let guest = guest("http-hello");
+    let m = example_manifest("http-hello");
+    let out = warden(&[
+        "run",
+        guest.to_str().unwrap(),
+        "--manifest",
+        m.to_str().unwrap(),
+        "--http",
+        "POST",
+        "/hello/x?y=1",
+        "--body",
+        "ping",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HTTP 200\ncontent-type: text/plain\n\nHello from POST /hello/x?y=1\nping"
+    );
+}
