@@ -40,7 +40,7 @@ demo: build-guests build
 
 # Every test: unit, integration (real guests, real runtime), CLI.
 test: build-guests
-    cargo test --workspace --all-targets
+    cargo test --workspace
 
 # Formatting and lints, as CI wants them.
 lint:

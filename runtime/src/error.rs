@@ -53,6 +53,9 @@ impl RunError {
         if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
             return RunError::Limit(limit.clone());
         }
+        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return RunError::Failed(format!("the guest called exit({})", exit.0));
+        }
         if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
             return RunError::Limit(LimitExceeded {
                 limit: "max-handles",

@@ -106,14 +106,15 @@ impl FsGrant {
 }
 
 fn is_clean_absolute(p: &str) -> bool {
-    p.starts_with('/')
-        && !p.contains('\0')
-        && Path::new(p)
-            .components()
-            .skip(1)
-            .all(|c| matches!(c, Component::Normal(_)))
-        && (p == "/" || !p.ends_with('/'))
-        && !p.contains("//")
+    if p == "/" {
+        return true;
+    }
+    match p.strip_prefix('/') {
+        Some(rest) => rest
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\0')),
+        None => false,
+    }
 }
 
 #[cfg(test)]
