@@ -1,6 +1,7 @@
 //! Warden's runtime: the sandbox engine, module manifests and their policy,
 //! contract validation, and the `warden` CLI's building blocks.
 
+pub mod admission;
 pub mod cli;
 pub mod contract;
 pub mod engine;

@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::admission::Admission;
 use crate::contract::{self, ComponentShape, TASK_EXPORT};
 use crate::engine::{EPOCH_TICK, WardenEngine};
 use crate::error::{LoadError, RunError, TrapContext};
@@ -49,6 +50,7 @@ pub struct LoadedModule {
     audit: Arc<dyn AuditSink>,
     trap_ctx: TrapContext,
     stdio: Stdio,
+    admission: Admission,
 }
 
 /// Everything needed to load a module besides its bytes and manifest.
@@ -117,7 +119,6 @@ impl LoadedModule {
         };
         Ok(Self {
             manifest,
-            limits,
             sha256: compiled.sha256,
             shape,
             fs_dirs,
@@ -128,6 +129,8 @@ impl LoadedModule {
             audit: cx.audit.clone(),
             trap_ctx,
             stdio: Stdio::Inherit,
+            admission: Admission::new(&limits),
+            limits,
         })
     }
 
@@ -161,6 +164,11 @@ impl LoadedModule {
 
     pub(crate) fn component(&self) -> &wasmtime::component::Component {
         self.pre.component()
+    }
+
+    /// Invocations of this module running right now.
+    pub fn in_flight(&self) -> u32 {
+        self.admission.in_flight()
     }
 
     pub fn set_stdio(&mut self, stdio: Stdio) {
@@ -228,6 +236,14 @@ impl LoadedModule {
             &wasmtime::component::Instance,
         ) -> Result<R, InstanceError>,
     ) -> Result<(R, Output), RunError> {
+        let _slot = match self.admission.admit().await {
+            Ok(slot) => slot,
+            Err(limit) => {
+                let err = RunError::Limit(limit);
+                self.audit_failure(&err);
+                return Err(err);
+            }
+        };
         let (mut store, pipes) = self.new_store()?;
         // The epoch deadline stops guest code; this one also covers time the
         // guest spends blocked in host calls. A tick of slack lets the epoch

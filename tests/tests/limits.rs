@@ -97,3 +97,46 @@ async fn shadow_stack_overflow_is_a_trap_not_a_crash() {
     assert!(err.to_string().contains("out of bounds"), "{err}");
     hello_still_works().await;
 }
+
+#[tokio::test]
+async fn rate_limit_rejects_the_invocation_over_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}[limits]\nrate = \"2/h\"\n[config]\nname = \"r\"\n",
+        manifest_header("hello")
+    );
+    let (module, audit) = load("hello", &manifest, tmp.path()).unwrap();
+    module.run_task().await.unwrap();
+    module.run_task().await.unwrap();
+    let err = module.run_task().await.unwrap_err();
+    assert_limit(&err, "rate");
+    assert_eq!(audit.events().len(), 1);
+}
+
+// Multi-threaded so the test can watch while a guest spins on another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn max_instances_queues_instead_of_running_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}[limits]\nmax-instances = 1\ntimeout = \"300ms\"\n[config]\nattack = \"spin\"\n",
+        manifest_header("limits")
+    );
+    let (module, _) = load("limits", &manifest, tmp.path()).unwrap();
+    let module = std::sync::Arc::new(module);
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let m = module.clone();
+            tokio::spawn(async move { m.run_task().await })
+        })
+        .collect();
+    let mut peak = 0;
+    while runs.iter().any(|r| !r.is_finished()) {
+        peak = peak.max(module.in_flight());
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(peak, 1, "never more than max-instances at once");
+    for r in runs {
+        // Each one ran (and hit its own timeout) rather than being refused.
+        assert_limit(&r.await.unwrap().unwrap_err(), "timeout");
+    }
+}
