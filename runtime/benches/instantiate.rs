@@ -41,6 +41,7 @@ fn load(pooling: bool) -> LoadedModule {
         host_paths: HostPaths::RelativeTo(".".into()),
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
+        sql: &warden_sql::SqlBackends::default(),
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");
     module.set_stdio(Stdio::Capture(1024));

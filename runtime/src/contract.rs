@@ -21,6 +21,8 @@ enum Need {
     Baseline,
     /// Only with `[grants.net]`.
     Net,
+    /// Only with a `[grants.sql.<name>]`.
+    Sql,
 }
 
 fn classify(interface: &str) -> Option<Need> {
@@ -30,7 +32,11 @@ fn classify(interface: &str) -> Option<Need> {
             Some(Need::Baseline)
         }
         "wasi:config" if name == "store" => Some(Need::Baseline),
-        "warden:host" if name == "types" => Some(Need::Baseline),
+        "warden:host" => match name {
+            "types" => Some(Need::Baseline),
+            "sql" => Some(Need::Sql),
+            _ => None,
+        },
         "wasi:sockets" => match name {
             "network" | "tcp" | "udp" => Some(Need::Baseline),
             "instance-network" | "tcp-create-socket" | "udp-create-socket" | "ip-name-lookup" => {
@@ -90,6 +96,10 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
             Some(Need::Baseline) => {}
             Some(Need::Net) if net_granted => {}
             Some(Need::Net) => needs_net.push(import.as_str()),
+            Some(Need::Sql) if !manifest.grants.sql.is_empty() => {}
+            Some(Need::Sql) => problems.push(format!(
+                "imports {import} but the manifest has no [grants.sql.<name>]"
+            )),
             None => problems.push(format!(
                 "imports {import}, which this warden does not provide"
             )),

@@ -2,15 +2,20 @@
 //! Only the parts this warden implements are accepted; anything else is
 //! rejected by name rather than silently ignored.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warden_sql::SqlBackendConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[sql.<id>]` backends, one shared pool each.
+    #[serde(default)]
+    pub sql: BTreeMap<String, SqlBackendConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

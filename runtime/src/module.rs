@@ -6,6 +6,7 @@ use std::sync::Arc;
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
 use warden_fs::{HostPaths, ResolvedDir};
 use warden_net::{GrantedHttpHooks, NetPolicy};
+use warden_sql::{SqlBackends, SqlCtx, SqlModule};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable, WasmStr};
 use wasmtime_wasi::WasiCtx;
@@ -44,6 +45,7 @@ pub struct LoadedModule {
     shape: ComponentShape,
     fs_dirs: Vec<ResolvedDir>,
     net: Arc<NetPolicy>,
+    sql: Arc<SqlModule>,
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
@@ -60,6 +62,8 @@ pub struct LoadContext<'a> {
     pub host_paths: HostPaths,
     pub defaults: &'a Limits,
     pub audit: Arc<dyn AuditSink>,
+    /// The host's SQL backends (shared pools).
+    pub sql: &'a SqlBackends,
 }
 
 impl LoadedModule {
@@ -88,6 +92,13 @@ impl LoadedModule {
             endpoints,
             cx.audit.clone(),
         ));
+        let sql = SqlModule::new(
+            &manifest.module.name,
+            &manifest.grants.sql,
+            cx.sql,
+            cx.audit.clone(),
+        )
+        .map_err(LoadError::Host)?;
         let config = Arc::new(
             manifest
                 .config
@@ -123,6 +134,7 @@ impl LoadedModule {
             shape,
             fs_dirs,
             net,
+            sql: Arc::new(sql),
             config,
             pre,
             task_run,
@@ -300,6 +312,7 @@ impl LoadedModule {
             config: self.config.clone(),
             net: self.net.clone(),
             limiter: Limiter::new(&self.limits),
+            sql: SqlCtx::new(self.sql.clone(), self.limits.max_output.0),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);

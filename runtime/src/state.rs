@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use warden_net::{GrantedHttpHooks, NetPolicy, NetView};
+use warden_sql::{SqlCtx, SqlHost, SqlView};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_config::WasiConfigVariables;
@@ -18,6 +19,7 @@ pub struct ModuleState {
     pub(crate) config: Arc<WasiConfigVariables>,
     pub(crate) net: Arc<NetPolicy>,
     pub(crate) limiter: Limiter,
+    pub(crate) sql: SqlCtx,
 }
 
 impl WasiView for ModuleState {
@@ -42,5 +44,14 @@ impl WasiHttpView for ModuleState {
 impl NetView for ModuleState {
     fn net_policy(&self) -> Arc<NetPolicy> {
         self.net.clone()
+    }
+}
+
+impl SqlView for ModuleState {
+    fn sql(&mut self) -> SqlHost<'_> {
+        SqlHost {
+            ctx: &mut self.sql,
+            table: &mut self.table,
+        }
     }
 }

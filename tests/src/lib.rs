@@ -11,6 +11,7 @@ use warden_runtime::linker::{Linker, build_linker};
 use warden_runtime::module::{LoadContext, LoadedModule, Stdio};
 use warden_runtime::state::ModuleState;
 use warden_runtime::{EngineOptions, Limits, LoadError, Manifest, WardenEngine};
+use warden_sql::SqlBackends;
 
 /// Path of a guest component by crate name (`hello`, `fs-probe`, ...).
 pub fn guest(name: &str) -> PathBuf {
@@ -71,6 +72,16 @@ pub fn load_bytes(
     manifest: &str,
     base: &Path,
 ) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    load_with_sql(bytes, manifest, base, &SqlBackends::default())
+}
+
+/// Like [`load_bytes`], with the host's SQL backends.
+pub fn load_with_sql(
+    bytes: &[u8],
+    manifest: &str,
+    base: &Path,
+    sql: &SqlBackends,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
     let manifest = Manifest::parse(manifest)
         .map_err(|errs| LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()))?;
     let audit = MemoryAudit::default();
@@ -80,6 +91,7 @@ pub fn load_bytes(
         host_paths: HostPaths::RelativeTo(base.to_path_buf()),
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
+        sql,
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;
     module.set_stdio(Stdio::Capture(1 << 20));

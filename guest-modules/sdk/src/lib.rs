@@ -33,6 +33,7 @@ pub mod task {
         with: {
             "wasi:config/store@0.2.0-rc.1": crate::bindings::wasi::config::store,
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
+            "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
         },
         pub_export_macro: true,
         export_macro_name: "export_task",
@@ -42,6 +43,7 @@ pub mod task {
 
 pub mod config;
 
+pub use bindings::warden::host::sql;
 pub use bindings::warden::host::types::Error;
 pub use task::export_task;
 pub use task::exports::warden::module::task::Guest as Task;

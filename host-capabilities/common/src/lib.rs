@@ -3,6 +3,8 @@
 
 mod audit;
 mod error;
+mod units;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
+pub use units::{ByteSize, HumanDuration, Rate};

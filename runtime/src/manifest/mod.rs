@@ -4,16 +4,15 @@
 //! Parsing is strict: unknown keys, bad sizes, durations or patterns are
 //! errors that name the key path (`limits.memory: ...`).
 
-mod units;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 use warden_fs::FsGrants;
 use warden_net::NetGrant;
+use warden_sql::SqlGrant;
 
-pub use units::{ByteSize, HumanDuration, Rate};
+pub use warden_capability::{ByteSize, HumanDuration, Rate};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +85,8 @@ pub struct Grants {
     #[serde(default)]
     pub fs: FsGrants,
     pub net: Option<NetGrant>,
+    #[serde(default)]
+    pub sql: BTreeMap<String, SqlGrant>,
 }
 
 /// `[config]` values; non-strings are passed to the guest in TOML syntax.

@@ -37,9 +37,12 @@ fn unknown_keys_name_their_path() {
     let e = &errors("[grants.fs]\n\"/d\" = { host = \"x\", acess = \"read-only\" }\n")[0];
     assert!(e.path.starts_with("grants.fs"), "{e}");
 
-    let e = &errors("[grants.sql.main]\nbackend = \"db\"\n")[0];
-    assert_eq!(e.path, "grants.sql");
-    assert!(e.message.contains("unknown field `sql`"), "{e}");
+    let e = &errors("[grants.kafka.events]\nbackend = \"k\"\n")[0];
+    assert_eq!(e.path, "grants.kafka");
+    assert!(e.message.contains("unknown field `kafka`"), "{e}");
+
+    let e = &errors("[grants.sql.main]\nbackend = \"db\"\nacess = \"read-write\"\n")[0];
+    assert_eq!(e.path, "grants.sql.main.acess");
 
     let e = &errors("[surprise]\n")[0];
     assert!(e.message.contains("unknown field `surprise`"), "{e}");

@@ -1,0 +1,46 @@
+use warden_capability::CapabilityError;
+
+/// Maps a driver error to the guest-facing error, by SQLSTATE / vendor code
+/// so that the database's own refusals read as what they are.
+pub(crate) fn from_sqlx(err: sqlx::Error) -> CapabilityError {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let msg = db.message().to_string();
+            match code.as_str() {
+                // PostgreSQL read_only_sql_transaction; MySQL/MariaDB read-only
+                // transaction; SQLite SQLITE_READONLY (8) and its extended codes.
+                "25006" | "1792" | "1207" | "8" | "264" | "520" | "776" | "1032" | "1288" => {
+                    CapabilityError::Denied(format!("read-only grant: {msg}"))
+                }
+                // PostgreSQL query_canceled (statement_timeout); MariaDB
+                // max_statement_time (70100); SQLite SQLITE_INTERRUPT (9).
+                "57014" | "70100" | "9" => {
+                    CapabilityError::Timeout(format!("statement-timeout: {msg}"))
+                }
+                // MySQL's max_execution_time error carries the generic HY000.
+                _ if msg.contains("max_execution_time") => {
+                    CapabilityError::Timeout(format!("statement-timeout: {msg}"))
+                }
+                _ => CapabilityError::Backend(if code.is_empty() {
+                    msg
+                } else {
+                    format!("{code}: {msg}")
+                }),
+            }
+        }
+        sqlx::Error::PoolTimedOut => {
+            CapabilityError::Unavailable("no database connection became free in time".into())
+        }
+        sqlx::Error::PoolClosed => {
+            CapabilityError::Unavailable("the database pool is closed".into())
+        }
+        sqlx::Error::Io(e) => CapabilityError::Unavailable(format!("database unreachable: {e}")),
+        sqlx::Error::Tls(e) => CapabilityError::Unavailable(format!("database TLS: {e}")),
+        sqlx::Error::Protocol(e) => CapabilityError::Unavailable(format!("database protocol: {e}")),
+        sqlx::Error::ColumnDecode { index, source } => {
+            CapabilityError::Invalid(format!("column {index}: {source}"))
+        }
+        other => CapabilityError::Backend(other.to_string()),
+    }
+}

@@ -1,0 +1,591 @@
+//! The guest-facing `warden:host/sql` interface: handles carry their grant,
+//! every call is checked against it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::conn::{Caps, Conn};
+use crate::grant::{SqlAccess, SqlGrant};
+use crate::pool::{SqlBackend, SqlBackends};
+use crate::value::{RowSet, SqlValue};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "warden:host/sql-capability",
+        imports: { default: async | trappable },
+        with: {
+            "warden:host/sql.connection": super::Connection,
+            "warden:host/sql.prepared": super::Prepared,
+            "warden:host/sql.transaction": super::Transaction,
+        },
+    });
+}
+
+use bindings::warden::host::sql::{self as wit, Value};
+use bindings::warden::host::types::Error as WitError;
+
+/// Time allowed beyond `statement-timeout` before the host gives up on the
+/// database and discards the connection.
+const HOST_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// A module's SQL grants, resolved once when the module is loaded. The
+/// connection quota lives here, so it spans all invocations of the module.
+pub struct SqlModule {
+    module: String,
+    grants: HashMap<String, Arc<ModuleGrant>>,
+    audit: Arc<dyn AuditSink>,
+}
+
+struct ModuleGrant {
+    name: String,
+    backend: Arc<SqlBackend>,
+    read_only: bool,
+    timeout: Duration,
+    max_rows: u32,
+    max_connections: u32,
+    quota: Arc<Semaphore>,
+}
+
+impl SqlModule {
+    /// Checks every grant against the host's backends; errors name the grant.
+    pub fn new(
+        module: &str,
+        grants: &std::collections::BTreeMap<String, SqlGrant>,
+        backends: &SqlBackends,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, String> {
+        let mut resolved = HashMap::new();
+        for (name, g) in grants {
+            let backend = backends.get(&g.backend).ok_or_else(|| {
+                format!(
+                    "grants.sql.{name}.backend: no [sql.{}] in the host config",
+                    g.backend
+                )
+            })?;
+            if g.max_connections == 0 {
+                return Err(format!(
+                    "grants.sql.{name}.max-connections: must be at least 1"
+                ));
+            }
+            resolved.insert(
+                name.clone(),
+                Arc::new(ModuleGrant {
+                    name: name.clone(),
+                    backend,
+                    read_only: g.access == SqlAccess::ReadOnly,
+                    timeout: g.statement_timeout.0,
+                    max_rows: g.max_rows,
+                    max_connections: g.max_connections,
+                    quota: Arc::new(Semaphore::new(g.max_connections as usize)),
+                }),
+            );
+        }
+        Ok(Self {
+            module: module.to_string(),
+            grants: resolved,
+            audit,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    fn deny(&self, detail: String) -> CapabilityError {
+        self.audit.record(AuditEvent {
+            module: self.module.clone(),
+            kind: AuditKind::Denied,
+            rule: "sql".into(),
+            detail: detail.clone(),
+        });
+        CapabilityError::Denied(detail)
+    }
+}
+
+/// Per-invocation SQL state, kept in the store.
+pub struct SqlCtx {
+    module: Arc<SqlModule>,
+    /// Result bytes the guest may still receive in this invocation.
+    bytes_left: u64,
+}
+
+impl SqlCtx {
+    pub fn new(module: Arc<SqlModule>, max_output: u64) -> Self {
+        Self {
+            module,
+            bytes_left: max_output,
+        }
+    }
+}
+
+pub struct Connection {
+    grant: Arc<ModuleGrant>,
+}
+
+pub struct Prepared {
+    grant: Arc<ModuleGrant>,
+    statement: String,
+}
+
+/// Holds its connection and a quota slot until commit or rollback; dropped
+/// unfinished (guest drop, trap, end of invocation) it rolls back.
+pub struct Transaction {
+    grant: Arc<ModuleGrant>,
+    conn: Option<Conn>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let read_only = self.grant.read_only;
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        if conn.end(false, read_only).await.is_err() {
+                            conn.discard();
+                        }
+                    });
+                }
+                Err(_) => conn.discard(),
+            }
+        }
+    }
+}
+
+/// Store state that carries SQL access.
+pub trait SqlView: Send {
+    fn sql(&mut self) -> SqlHost<'_>;
+}
+
+pub struct SqlHost<'a> {
+    pub ctx: &'a mut SqlCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+struct SqlData;
+
+impl HasData for SqlData {
+    type Data<'a> = SqlHost<'a>;
+}
+
+pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, SqlData>(linker, |t| t.sql())?;
+    bindings::warden::host::types::add_to_linker::<T, SqlData>(linker, |t| t.sql())
+}
+
+impl bindings::warden::host::types::Host for SqlHost<'_> {}
+
+impl SqlHost<'_> {
+    fn caps(&self, grant: &ModuleGrant) -> Caps {
+        Caps {
+            read_only: grant.read_only,
+            timeout: grant.timeout,
+            max_rows: grant.max_rows,
+            max_bytes: self.ctx.bytes_left,
+        }
+    }
+
+    fn charge(&mut self, rows: &RowSet) {
+        let used: u64 = rows.rows.iter().flatten().map(SqlValue::size).sum();
+        self.ctx.bytes_left = self.ctx.bytes_left.saturating_sub(used);
+    }
+
+    fn audited(&self, grant: &ModuleGrant, err: CapabilityError) -> CapabilityError {
+        if let CapabilityError::Denied(detail) = &err {
+            self.ctx
+                .module
+                .deny(format!("sql grant {:?}: {detail}", grant.name));
+        }
+        err
+    }
+}
+
+async fn take_slot(grant: &ModuleGrant) -> Result<OwnedSemaphorePermit, CapabilityError> {
+    match tokio::time::timeout(grant.timeout, grant.quota.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => Err(CapabilityError::LimitExceeded(format!(
+            "max-connections: all {} connections of grant {:?} are in use by this module",
+            grant.max_connections, grant.name
+        ))),
+    }
+}
+
+/// One guest call in its own wrapping transaction on a fresh connection.
+async fn one_shot<R>(
+    grant: &ModuleGrant,
+    caps: Caps,
+    op: impl AsyncFnOnce(&mut Conn) -> Result<R, CapabilityError>,
+) -> Result<R, CapabilityError> {
+    let _slot = take_slot(grant).await?;
+    let mut conn = grant.backend.acquire(caps.read_only).await?;
+    let result = tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, async {
+        conn.begin(&caps).await?;
+        let r = op(&mut conn).await;
+        let commit = r.is_ok() && !caps.read_only;
+        let ended = conn.end(commit, caps.read_only).await;
+        let r = r?;
+        ended.map(|()| r)
+    })
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            conn.discard();
+            Err(CapabilityError::Timeout(format!(
+                "statement-timeout: no answer from the database within {:?}",
+                caps.timeout
+            )))
+        }
+    }
+}
+
+fn to_wit(err: CapabilityError) -> WitError {
+    match err {
+        CapabilityError::Denied(m) => WitError::Denied(m),
+        CapabilityError::NotFound(m) => WitError::NotFound(m),
+        CapabilityError::Invalid(m) => WitError::Invalid(m),
+        CapabilityError::Unavailable(m) => WitError::Unavailable(m),
+        CapabilityError::Timeout(m) => WitError::Timeout(m),
+        CapabilityError::LimitExceeded(m) => WitError::LimitExceeded(m),
+        CapabilityError::Backend(m) => WitError::Backend(m),
+    }
+}
+
+fn from_value(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Boolean(b) => SqlValue::Boolean(b),
+        Value::Int32(n) => SqlValue::Int32(n),
+        Value::Int64(n) => SqlValue::Int64(n),
+        Value::Float64(f) => SqlValue::Float64(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Bytes(b) => SqlValue::Bytes(b),
+        Value::Timestamp(s) => SqlValue::Timestamp(s),
+        Value::Json(s) => SqlValue::Json(s),
+        Value::Uuid(s) => SqlValue::Uuid(s),
+        Value::Decimal(s) => SqlValue::Decimal(s),
+    }
+}
+
+fn to_value(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Boolean(b) => Value::Boolean(b),
+        SqlValue::Int32(n) => Value::Int32(n),
+        SqlValue::Int64(n) => Value::Int64(n),
+        SqlValue::Float64(f) => Value::Float64(f),
+        SqlValue::Text(s) => Value::Text(s),
+        SqlValue::Bytes(b) => Value::Bytes(b),
+        SqlValue::Timestamp(s) => Value::Timestamp(s),
+        SqlValue::Json(s) => Value::Json(s),
+        SqlValue::Uuid(s) => Value::Uuid(s),
+        SqlValue::Decimal(s) => Value::Decimal(s),
+    }
+}
+
+fn params(p: Vec<Value>) -> Vec<SqlValue> {
+    p.into_iter().map(from_value).collect()
+}
+
+fn to_row_set(r: RowSet) -> wit::RowSet {
+    wit::RowSet {
+        columns: r.columns,
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| row.into_iter().map(to_value).collect())
+            .collect(),
+    }
+}
+
+type WitResult<T> = wasmtime::Result<Result<T, WitError>>;
+
+impl wit::Host for SqlHost<'_> {}
+
+impl wit::HostConnection for SqlHost<'_> {
+    async fn open(&mut self, name: String) -> WitResult<Resource<Connection>> {
+        let Some(grant) = self.ctx.module.grants.get(&name).cloned() else {
+            let err = self
+                .ctx
+                .module
+                .deny(format!("sql grant {name:?} not in manifest"));
+            return Ok(Err(to_wit(err)));
+        };
+        Ok(Ok(self.table.push(Connection { grant })?))
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        p: Vec<Value>,
+    ) -> WitResult<wit::RowSet> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let caps = self.caps(&grant);
+        let p = params(p);
+        match one_shot(&grant, caps, async |c| c.query(&statement, &p, &caps).await).await {
+            Ok(rows) => {
+                self.charge(&rows);
+                Ok(Ok(to_row_set(rows)))
+            }
+            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        p: Vec<Value>,
+    ) -> WitResult<u64> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let caps = self.caps(&grant);
+        let p = params(p);
+        let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
+        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+    }
+
+    async fn execute_batch(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        rows: Vec<Vec<Value>>,
+    ) -> WitResult<u64> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let caps = self.caps(&grant);
+        let rows: Vec<_> = rows.into_iter().map(params).collect();
+        let r = one_shot(&grant, caps, async |c| {
+            let mut total = 0;
+            for p in &rows {
+                total += c.execute(&statement, p).await?;
+            }
+            Ok(total)
+        })
+        .await;
+        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+    }
+
+    async fn prepare(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+    ) -> WitResult<Resource<Prepared>> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let caps = self.caps(&grant);
+        match one_shot(&grant, caps, async |c| c.check(&statement).await).await {
+            Ok(()) => Ok(Ok(self.table.push(Prepared { grant, statement })?)),
+            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+        }
+    }
+
+    async fn begin(&mut self, this: Resource<Connection>) -> WitResult<Resource<Transaction>> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let caps = self.caps(&grant);
+        let slot = match take_slot(&grant).await {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(to_wit(e))),
+        };
+        let mut conn = match grant.backend.acquire(caps.read_only).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(to_wit(e))),
+        };
+        if let Err(e) = conn.begin(&caps).await {
+            conn.discard();
+            return Ok(Err(to_wit(e)));
+        }
+        Ok(Ok(self.table.push(Transaction {
+            grant,
+            conn: Some(conn),
+            slot: Some(slot),
+        })?))
+    }
+
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl wit::HostPrepared for SqlHost<'_> {
+    async fn query(&mut self, this: Resource<Prepared>, p: Vec<Value>) -> WitResult<wit::RowSet> {
+        let (grant, statement) = {
+            let s = self.table.get(&this)?;
+            (s.grant.clone(), s.statement.clone())
+        };
+        let caps = self.caps(&grant);
+        let p = params(p);
+        match one_shot(&grant, caps, async |c| c.query(&statement, &p, &caps).await).await {
+            Ok(rows) => {
+                self.charge(&rows);
+                Ok(Ok(to_row_set(rows)))
+            }
+            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+        }
+    }
+
+    async fn execute(&mut self, this: Resource<Prepared>, p: Vec<Value>) -> WitResult<u64> {
+        let (grant, statement) = {
+            let s = self.table.get(&this)?;
+            (s.grant.clone(), s.statement.clone())
+        };
+        let caps = self.caps(&grant);
+        let p = params(p);
+        let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
+        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+    }
+
+    async fn drop(&mut self, this: Resource<Prepared>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl SqlHost<'_> {
+    /// Runs `op` on the transaction's connection under the statement timeout.
+    async fn in_tx<R>(
+        &mut self,
+        this: &Resource<Transaction>,
+        op: impl AsyncFnOnce(&mut Conn, &Caps) -> Result<R, CapabilityError>,
+    ) -> wasmtime::Result<Result<R, CapabilityError>> {
+        let caps = {
+            let grant = self.table.get(this)?.grant.clone();
+            self.caps(&grant)
+        };
+        let tx = self.table.get_mut(this)?;
+        let Some(conn) = tx.conn.as_mut() else {
+            return Ok(Err(CapabilityError::Invalid(
+                "the transaction is already finished".into(),
+            )));
+        };
+        let guarded = async {
+            let r = op(conn, &caps).await;
+            if caps.read_only && !conn.still_read_only().await.unwrap_or(false) {
+                return Err(CapabilityError::Denied(
+                    "read-only grant: the statement ended the read-only transaction; the transaction was closed".into(),
+                ));
+            }
+            r
+        };
+        match tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, guarded).await {
+            Ok(Err(CapabilityError::Denied(m)))
+                if caps.read_only && m.contains("ended the read-only transaction") =>
+            {
+                if let Some(conn) = tx.conn.take() {
+                    conn.discard();
+                }
+                tx.slot.take();
+                Ok(Err(CapabilityError::Denied(m)))
+            }
+            Ok(r) => Ok(r),
+            Err(_) => {
+                if let Some(conn) = tx.conn.take() {
+                    conn.discard();
+                }
+                Ok(Err(CapabilityError::Timeout(format!(
+                    "statement-timeout: no answer within {:?}; the transaction was rolled back",
+                    caps.timeout
+                ))))
+            }
+        }
+    }
+
+    /// Finished either way: the connection and the quota slot go back.
+    fn finish(&mut self, this: &Resource<Transaction>) -> wasmtime::Result<()> {
+        let tx = self.table.get_mut(this)?;
+        tx.conn.take();
+        tx.slot.take();
+        Ok(())
+    }
+
+    fn tx_grant(&self, this: &Resource<Transaction>) -> wasmtime::Result<Arc<ModuleGrant>> {
+        Ok(self.table.get(this)?.grant.clone())
+    }
+}
+
+impl wit::HostTransaction for SqlHost<'_> {
+    async fn query(
+        &mut self,
+        this: Resource<Transaction>,
+        statement: String,
+        p: Vec<Value>,
+    ) -> WitResult<wit::RowSet> {
+        let grant = self.tx_grant(&this)?;
+        let p = params(p);
+        match self
+            .in_tx(&this, async |c, caps| c.query(&statement, &p, caps).await)
+            .await?
+        {
+            Ok(rows) => {
+                self.charge(&rows);
+                Ok(Ok(to_row_set(rows)))
+            }
+            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Transaction>,
+        statement: String,
+        p: Vec<Value>,
+    ) -> WitResult<u64> {
+        let grant = self.tx_grant(&this)?;
+        let p = params(p);
+        let r = self
+            .in_tx(&this, async |c, _| c.execute(&statement, &p).await)
+            .await?;
+        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+    }
+
+    async fn execute_batch(
+        &mut self,
+        this: Resource<Transaction>,
+        statement: String,
+        rows: Vec<Vec<Value>>,
+    ) -> WitResult<u64> {
+        let grant = self.tx_grant(&this)?;
+        let rows: Vec<_> = rows.into_iter().map(params).collect();
+        let r = self
+            .in_tx(&this, async |c, _| {
+                let mut total = 0;
+                for p in &rows {
+                    total += c.execute(&statement, p).await?;
+                }
+                Ok(total)
+            })
+            .await?;
+        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+    }
+
+    async fn commit(&mut self, this: Resource<Transaction>) -> WitResult<()> {
+        let grant = self.tx_grant(&this)?;
+        let read_only = grant.read_only;
+        let r = self
+            .in_tx(&this, async |c, _| c.end(!read_only, read_only).await)
+            .await?;
+        self.finish(&this)?;
+        Ok(r.map_err(to_wit))
+    }
+
+    async fn rollback(&mut self, this: Resource<Transaction>) -> WitResult<()> {
+        let read_only = self.tx_grant(&this)?.read_only;
+        let r = self
+            .in_tx(&this, async |c, _| c.end(false, read_only).await)
+            .await?;
+        self.finish(&this)?;
+        Ok(r.map_err(to_wit))
+    }
+
+    async fn drop(&mut self, this: Resource<Transaction>) -> wasmtime::Result<()> {
+        // Drop of an unfinished transaction rolls back (see `Drop`).
+        self.table.delete(this)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! SQL capability: `[sql.<id>]` backends of the host config become shared
+//! sqlx pools (PostgreSQL, MySQL/MariaDB, SQLite); `[grants.sql.<name>]` of a
+//! manifest decides which a module may `open`, read-only or read-write, with
+//! a statement timeout, a row cap and a per-module connection quota.
+
+mod config;
+mod conn;
+mod error;
+mod grant;
+mod host;
+mod mysql;
+mod pool;
+mod postgres;
+mod sqlite;
+mod value;
+
+pub use config::SqlBackendConfig;
+pub use grant::{SqlAccess, SqlGrant};
+pub use host::{SqlCtx, SqlHost, SqlModule, SqlView, add_to_linker};
+pub use pool::{SqlBackend, SqlBackendStatus, SqlBackends, SqlKind};
+pub use value::{RowSet, SqlValue};

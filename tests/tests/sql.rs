@@ -1,0 +1,511 @@
+//! The SQL capability against the real PostgreSQL, MariaDB and SQLite: the
+//! same guest scenarios on each backend, and every attempt to get around a
+//! grant refused by the database or the host.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use warden_capability::AuditKind;
+use warden_runtime::RunError;
+use warden_sql::{SqlBackendConfig, SqlBackends};
+use warden_tests::{guest_bytes, load_with_sql, manifest_header};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Postgres,
+    MariaDb,
+    Sqlite,
+}
+
+const ALL: [Backend; 3] = [Backend::Postgres, Backend::MariaDb, Backend::Sqlite];
+
+struct Fixture {
+    db: Backend,
+    dir: tempfile::TempDir,
+    backends: SqlBackends,
+    table: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Fixture {
+    /// A backend `db` and a fresh table name for this test.
+    fn new(db: Backend) -> Fixture {
+        Fixture::with_pool(db, 8)
+    }
+
+    fn with_pool(db: Backend, pool_size: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match db {
+            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test".to_string(),
+            Backend::MariaDb => "mysql://root@127.0.0.1:3306/test".to_string(),
+            Backend::Sqlite => format!("sqlite://{}/test.db", dir.path().display()),
+        };
+        let configs = BTreeMap::from([(
+            "db".to_string(),
+            SqlBackendConfig {
+                url,
+                max_connections: pool_size,
+            },
+        )]);
+        let table = format!(
+            "warden_t{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Fixture {
+            db,
+            backends: SqlBackends::new(&configs).unwrap(),
+            dir,
+            table,
+        }
+    }
+
+    /// Runs sql-probe with grant `main` = `grant` (TOML inline table fields)
+    /// and `config` lines; returns what it printed or the error.
+    async fn probe(&self, grant: &str, config: &str) -> Result<String, RunError> {
+        self.probe_audited(grant, config).await.0
+    }
+
+    async fn probe_audited(
+        &self,
+        grant: &str,
+        config: &str,
+    ) -> (Result<String, RunError>, Vec<warden_capability::AuditEvent>) {
+        let manifest = format!(
+            "{}[limits]\ntimeout = \"10s\"\n[grants.sql.main]\nbackend = \"db\"\n{grant}\n[config]\ngrant = \"main\"\n{config}\n",
+            manifest_header("sql-probe")
+        );
+        let (module, audit) = load_with_sql(
+            &guest_bytes("sql-probe"),
+            &manifest,
+            self.dir.path(),
+            &self.backends,
+        )
+        .expect("load");
+        let result = module.run_task().await.map(|o| o.stdout);
+        (result, audit.events())
+    }
+
+    async fn rw(&self, op: &str, sql: &str, params: &str) -> Result<String, RunError> {
+        self.probe(
+            "access = \"read-write\"",
+            &format!("op = \"{op}\"\nsql = '''{sql}'''\nparams = '''{params}'''"),
+        )
+        .await
+    }
+
+    async fn create(&self, columns: &str) {
+        let sql = format!("CREATE TABLE {} ({columns})", self.table);
+        self.rw("execute", &sql, "[]")
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {sql}: {e}", self.db));
+    }
+
+    /// `$1, $2` on PostgreSQL, `?, ?` elsewhere.
+    fn placeholders(&self, n: usize) -> String {
+        let one = |i: usize| {
+            if self.db == Backend::Postgres {
+                format!("${i}")
+            } else {
+                "?".into()
+            }
+        };
+        (1..=n).map(one).collect::<Vec<_>>().join(", ")
+    }
+
+    async fn count(&self) -> String {
+        let out = self
+            .rw(
+                "query",
+                &format!("SELECT COUNT(*) AS n FROM {}", self.table),
+                "[]",
+            )
+            .await
+            .unwrap();
+        out.lines().nth(1).unwrap().to_string()
+    }
+}
+
+impl Fixture {
+    /// Drops the test's table (a failed test leaves it behind, uniquely named).
+    async fn finish(self) {
+        let _ = self
+            .rw(
+                "execute",
+                &format!("DROP TABLE IF EXISTS {}", self.table),
+                "[]",
+            )
+            .await;
+    }
+}
+
+fn failed(result: Result<String, RunError>, what: &str) -> String {
+    match result {
+        Err(RunError::Failed(msg)) => msg,
+        other => panic!("{what}: expected the guest to get an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn values_round_trip_with_nulls_and_parameters() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        let text_ty = if db == Backend::MariaDb {
+            "VARCHAR(100)"
+        } else {
+            "TEXT"
+        };
+        f.create(&format!("id BIGINT PRIMARY KEY, name {text_ty}, score DOUBLE PRECISION, ok BOOLEAN, note {text_ty}")).await;
+        let insert = format!(
+            "INSERT INTO {} (id, name, score, ok, note) VALUES ({})",
+            f.table,
+            f.placeholders(5)
+        );
+        let params = r#"[{"int64": 1}, {"text": "it's; DROP TABLE x --"}, {"float64": 2.5}, {"boolean": true}, null]"#;
+        assert_eq!(
+            f.rw("execute", &insert, params).await.unwrap(),
+            "affected 1\n",
+            "{db:?}"
+        );
+        let select = format!(
+            "SELECT id, name, score, note FROM {} WHERE id = {}",
+            f.table,
+            f.placeholders(1)
+        );
+        let out = f.rw("query", &select, r#"[{"int64": 1}]"#).await.unwrap();
+        assert_eq!(
+            out, "id\tname\tscore\tnote\ni64:1\ttext:it's; DROP TABLE x --\tf64:2.5\tnull\n",
+            "{db:?}"
+        );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn rich_types_round_trip_on_postgres() {
+    let f = Fixture::new(Backend::Postgres);
+    f.create(
+        "id INT PRIMARY KEY, at TIMESTAMPTZ, doc JSONB, uid UUID, amount NUMERIC(10,2), raw BYTEA",
+    )
+    .await;
+    let insert = format!("INSERT INTO {} VALUES ({})", f.table, f.placeholders(6));
+    let params = r#"[{"int32": 7}, {"timestamp": "2026-11-22T10:00:00Z"}, {"json": "{\"a\": [1, 2]}"}, {"uuid": "67e55044-10b1-426f-9247-bb680e5fe0c8"}, {"decimal": "12.50"}, {"bytes": "raw"}]"#;
+    f.rw("execute", &insert, params).await.unwrap();
+    let out = f
+        .rw("query", &format!("SELECT * FROM {}", f.table), "[]")
+        .await
+        .unwrap();
+    assert_eq!(
+        out.lines().nth(1).unwrap(),
+        "i32:7\tts:2026-11-22T10:00:00+00:00\tjson:{\"a\":[1,2]}\tuuid:67e55044-10b1-426f-9247-bb680e5fe0c8\tdec:12.50\tbytes:raw"
+    );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn batch_and_prepared_statements() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        f.create("id INT PRIMARY KEY, name VARCHAR(20)").await;
+        let insert = format!("INSERT INTO {} VALUES ({})", f.table, f.placeholders(2));
+        let rows = r#"[[{"int32": 1}, {"text": "a"}], [{"int32": 2}, {"text": "b"}], [{"int32": 3}, null]]"#;
+        let out = f
+            .probe(
+                "access = \"read-write\"",
+                &format!("op = \"batch\"\nsql = '''{insert}'''\nrows = '''{rows}'''"),
+            )
+            .await;
+        assert_eq!(out.unwrap(), "affected 3\n", "{db:?}");
+
+        // A failing row rolls the whole batch back.
+        let dup = r#"[[{"int32": 4}, {"text": "d"}], [{"int32": 1}, {"text": "dup"}]]"#;
+        let out = f
+            .probe(
+                "access = \"read-write\"",
+                &format!("op = \"batch\"\nsql = '''{insert}'''\nrows = '''{dup}'''"),
+            )
+            .await;
+        assert!(
+            failed(out, "duplicate key").starts_with("backend: "),
+            "{db:?}"
+        );
+        assert!(f.count().await.ends_with(":3"), "{db:?}");
+
+        let select = format!(
+            "SELECT name FROM {} WHERE id = {}",
+            f.table,
+            f.placeholders(1)
+        );
+        let out = f
+            .probe("", &format!("op = \"prepare\"\nsql = '''{select}'''\nparams = '[{{\"int32\": 1}}]'\nparams2 = '[{{\"int32\": 3}}]'"))
+            .await
+            .unwrap();
+        assert_eq!(out, "name\ntext:a\nname\nnull\n", "{db:?}");
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn transactions_commit_rollback_and_roll_back_on_drop_trap_and_timeout() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        f.create("id INT PRIMARY KEY").await;
+        let insert = format!("INSERT INTO {} VALUES ({})", f.table, f.placeholders(1));
+        for (i, end) in ["commit", "rollback", "drop", "trap", "spin"]
+            .iter()
+            .enumerate()
+        {
+            let steps = format!(r#"[["{insert}", [{{"int32": {i}}}]]]"#);
+            let limits = if *end == "spin" {
+                "[limits]\ntimeout = \"300ms\"\n"
+            } else {
+                ""
+            };
+            let manifest = format!(
+                "{}{limits}[grants.sql.main]\nbackend = \"db\"\naccess = \"read-write\"\n[config]\ngrant = \"main\"\nop = \"tx\"\nsteps = '''{steps}'''\nend = \"{end}\"\n",
+                manifest_header("sql-probe")
+            );
+            let (module, _) = load_with_sql(
+                &guest_bytes("sql-probe"),
+                &manifest,
+                f.dir.path(),
+                &f.backends,
+            )
+            .unwrap();
+            let result = module.run_task().await;
+            assert_eq!(
+                result.is_ok(),
+                matches!(*end, "commit" | "rollback" | "drop"),
+                "{db:?} {end}: {result:?}"
+            );
+        }
+        // Rollbacks of dropped transactions run as the store goes away.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let out = f
+            .rw(
+                "query",
+                &format!("SELECT id FROM {} ORDER BY id", f.table),
+                "[]",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out.lines().skip(1).collect::<Vec<_>>().len(),
+            1,
+            "{db:?}: only the committed row: {out}"
+        );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn names_not_granted_do_not_open() {
+    let f = Fixture::new(Backend::Sqlite);
+    let manifest = format!(
+        "{}[grants.sql.main]\nbackend = \"db\"\n[config]\ngrant = \"other\"\nop = \"open\"\n",
+        manifest_header("sql-probe")
+    );
+    let (module, audit) = load_with_sql(
+        &guest_bytes("sql-probe"),
+        &manifest,
+        f.dir.path(),
+        &f.backends,
+    )
+    .unwrap();
+    let msg = failed(module.run_task().await.map(|o| o.stdout), "open");
+    assert_eq!(msg, "denied: sql grant \"other\" not in manifest");
+    assert!(
+        audit
+            .events()
+            .iter()
+            .any(|e| e.kind == AuditKind::Denied && e.rule == "sql")
+    );
+}
+
+#[tokio::test]
+async fn a_grant_naming_a_missing_backend_is_refused_at_load() {
+    let f = Fixture::new(Backend::Sqlite);
+    let manifest = format!(
+        "{}[grants.sql.main]\nbackend = \"nope\"\n",
+        manifest_header("sql-probe")
+    );
+    let err = load_with_sql(
+        &guest_bytes("sql-probe"),
+        &manifest,
+        f.dir.path(),
+        &f.backends,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("grants.sql.main.backend: no [sql.nope] in the host config"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn read_only_grants_cannot_write_by_any_trick() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        f.create("id INT PRIMARY KEY").await;
+        f.rw(
+            "execute",
+            &format!("INSERT INTO {} VALUES (1)", f.table),
+            "[]",
+        )
+        .await
+        .unwrap();
+        let t = &f.table;
+        let attempts = [
+            format!("INSERT INTO {t} VALUES (2)"),
+            format!("UPDATE {t} SET id = 5"),
+            format!("DELETE FROM {t}"),
+            format!("DROP TABLE {t}"),
+            format!("CREATE TABLE {t}_x (id INT)"),
+            "SET TRANSACTION READ WRITE".to_string(),
+            format!("SELECT 1; INSERT INTO {t} VALUES (3)"),
+            format!("COMMIT; INSERT INTO {t} VALUES (4)"),
+        ];
+        for sql in &attempts {
+            let (result, _) = f
+                .probe_audited("", &format!("op = \"execute\"\nsql = '''{sql}'''"))
+                .await;
+            if let Ok(out) = &result {
+                // Harmless statements may succeed; nothing may change.
+                assert!(
+                    sql.starts_with("SET TRANSACTION"),
+                    "{db:?}: {sql} succeeded: {out}"
+                );
+            }
+        }
+        // "COMMIT" alone, then a write in the same (wrapped) call sequence.
+        let steps = format!(r#"[["COMMIT", []], ["INSERT INTO {t} VALUES (6)", []]]"#);
+        let out = f
+            .probe("", &format!("op = \"tx\"\nsteps = '''{steps}'''"))
+            .await;
+        assert!(
+            out.is_err(),
+            "{db:?}: write after COMMIT in a read-only transaction: {out:?}"
+        );
+        let rows = f
+            .rw("query", &format!("SELECT id FROM {t} ORDER BY id"), "[]")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            "id\ni32:1\n".replace("i32", if db == Backend::Sqlite { "i64" } else { "i32" }),
+            "{db:?}: the table is unchanged"
+        );
+        f.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn statement_timeout_is_enforced_by_the_database() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        let slow = match db {
+            Backend::Postgres => "SELECT pg_sleep(5)",
+            Backend::MariaDb => "SELECT SLEEP(5)",
+            Backend::Sqlite => {
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT MAX(x) FROM c"
+            }
+        };
+        let out = f
+            .probe(
+                "statement-timeout = \"300ms\"",
+                &format!("op = \"query\"\nsql = '''{slow}'''"),
+            )
+            .await;
+        let msg = failed(out, "slow statement");
+        assert!(
+            msg.starts_with("timeout: statement-timeout"),
+            "{db:?}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn max_rows_is_a_clear_error_not_a_truncation() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        let many = match db {
+            Backend::Postgres => "SELECT generate_series(1, 50) AS n",
+            _ => {
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50) SELECT x FROM c"
+            }
+        };
+        let out = f
+            .probe(
+                "max-rows = 10",
+                &format!("op = \"query\"\nsql = '''{many}'''"),
+            )
+            .await;
+        assert_eq!(
+            failed(out, "too many rows"),
+            "limit-exceeded: max-rows: the query returned more than 10 rows",
+            "{db:?}"
+        );
+        let ok = f
+            .probe(
+                "max-rows = 50",
+                &format!("op = \"query\"\nsql = '''{many}'''"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.lines().count(), 51, "{db:?}");
+    }
+}
+
+// Multi-threaded: the hog waits on one thread while the other module runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_module_holding_all_its_connections_cannot_starve_another() {
+    // A pool of 3 shared by two modules; the hog's quota is 2 and it wants 3.
+    let f = std::sync::Arc::new(Fixture::with_pool(Backend::Postgres, 3));
+    let hog = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let manifest = format!(
+                "{}[limits]\ntimeout = \"5s\"\n[grants.sql.main]\nbackend = \"db\"\nmax-connections = 2\nstatement-timeout = \"3s\"\n[config]\ngrant = \"main\"\nop = \"hold\"\ncount = \"3\"\n",
+                manifest_header("hog")
+            );
+            let (module, _) = load_with_sql(
+                &guest_bytes("sql-probe"),
+                &manifest,
+                f.dir.path(),
+                &f.backends,
+            )
+            .unwrap();
+            module.run_task().await
+        })
+    };
+    // Wait until the hog holds its two connections (and waits for a third).
+    for _ in 0..500 {
+        if f.backends.status()[0].in_use >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        f.backends.status()[0].in_use,
+        2,
+        "{:?}",
+        f.backends.status()
+    );
+    // The other module still gets the pool's last connection.
+    for _ in 0..3 {
+        let out = f
+            .probe("", "op = \"query\"\nsql = '''SELECT 1 AS one'''")
+            .await
+            .unwrap();
+        assert_eq!(out, "one\ni32:1\n");
+    }
+    // The hog's third connection was refused by its quota, not granted.
+    let hog = hog.await.unwrap();
+    assert!(
+        matches!(&hog, Err(RunError::Failed(m)) if m.starts_with("limit-exceeded: max-connections")),
+        "{hog:?}"
+    );
+}
