@@ -33,6 +33,11 @@ demo: build-guests build
     echo "== http-hello: a wasi:http handler, one request"
     $warden run $guests/http_hello.wasm --manifest guest-modules/examples/http-hello/warden.toml --http POST /hello/demo --body "ping"
     echo
+    echo "== todo: SQL through a granted handle (SQLite from examples/host.toml)"
+    todo="$warden run $guests/todo.wasm --manifest guest-modules/examples/todo/warden.toml --config guest-modules/examples/host.toml"
+    id=$($todo --invoke add --arg '"try warden"' | sed 's/[^0-9]//g')
+    $todo --invoke complete --arg "$id" >/dev/null
+    $todo
     echo "== the sandbox at work (each of these is refused)"
     $warden run $guests/fs_report.wasm --manifest guest-modules/examples/demo-denials/fs-report-ungranted.toml || true
     $warden run $guests/limits.wasm --manifest guest-modules/examples/demo-denials/spin.toml || true

@@ -57,11 +57,18 @@ impl HostConfig {
             .map_err(|e| err("config".into(), format!("TOML syntax: {}", e.message())))?;
         let mut config: HostConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| err(e.path().to_string(), e.inner().message().to_string()))?;
-        // Relative data dirs are relative to the config file.
-        if config.server.data_dir.is_relative()
-            && let Some(dir) = file.parent()
-        {
+        // Relative paths (data dir, SQLite files) are relative to the config file.
+        let dir = file.parent().unwrap_or(Path::new("."));
+        if config.server.data_dir.is_relative() {
             config.server.data_dir = dir.join(&config.server.data_dir);
+        }
+        for backend in config.sql.values_mut() {
+            if let Some(path) = backend.url.strip_prefix("sqlite://")
+                && !path.starts_with('/')
+                && !path.starts_with(":memory:")
+            {
+                backend.url = format!("sqlite://{}", dir.join(path).display());
+            }
         }
         Ok(config)
     }

@@ -41,6 +41,14 @@ impl LoadedModule {
                 .await
                 .map_err(InstanceError::Call)?;
             charge_output(max_output, results.iter().map(val_size).sum())?;
+            // A function returning `result` that returned `err` failed.
+            if let [Val::Result(Err(payload))] = results.as_slice() {
+                let detail = payload.as_deref().map_or(Json::Null, val_to_json);
+                let detail = detail
+                    .as_str()
+                    .map_or_else(|| detail.to_string(), str::to_string);
+                return Err(RunError::Failed(detail).into());
+            }
             Ok(results.iter().map(val_to_json).collect())
         })
         .await

@@ -509,3 +509,64 @@ async fn a_module_holding_all_its_connections_cannot_starve_another() {
         "{hog:?}"
     );
 }
+
+#[tokio::test]
+async fn todo_example_does_crud_with_a_transaction() {
+    let f = Fixture::new(Backend::Sqlite);
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../guest-modules/examples/todo/warden.toml"
+    ))
+    .unwrap()
+    .replace("backend = \"local\"", "backend = \"db\"");
+    let (module, _) =
+        load_with_sql(&guest_bytes("todo"), &manifest, f.dir.path(), &f.backends).unwrap();
+    let call = |export: &'static str, args: Vec<serde_json::Value>| {
+        let module = &module;
+        async move { module.invoke(export, &args).await.map(|(r, _)| r) }
+    };
+    assert_eq!(
+        call("add", vec!["a".into()]).await.unwrap(),
+        [serde_json::json!({"ok": 1})]
+    );
+    assert_eq!(
+        call("add", vec!["b".into()]).await.unwrap(),
+        [serde_json::json!({"ok": 2})]
+    );
+    assert_eq!(
+        call("complete", vec![1.into()]).await.unwrap(),
+        [serde_json::json!({"ok": true})]
+    );
+    assert_eq!(
+        call("remove", vec![2.into()]).await.unwrap(),
+        [serde_json::json!({"ok": true})]
+    );
+    assert_eq!(
+        call("list", vec![]).await.unwrap(),
+        [serde_json::json!({"ok": [{"id": 1, "title": "a", "done": true}]})]
+    );
+    let err = call("add", vec!["  ".into()]).await.unwrap_err();
+    assert_eq!(err, RunError::Failed("a to-do needs a title".into()));
+}
+
+#[tokio::test]
+async fn a_dead_backend_is_unavailable_not_a_hang() {
+    let configs = BTreeMap::from([(
+        "db".to_string(),
+        SqlBackendConfig {
+            url: "postgres://postgres@127.0.0.1:1/test".into(),
+            max_connections: 2,
+        },
+    )]);
+    let backends = SqlBackends::new(&configs).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}[grants.sql.main]\nbackend = \"db\"\n[config]\ngrant = \"main\"\nop = \"query\"\nsql = \"SELECT 1\"\n",
+        manifest_header("sql-probe")
+    );
+    let (module, _) =
+        load_with_sql(&guest_bytes("sql-probe"), &manifest, dir.path(), &backends).unwrap();
+    let msg = failed(module.run_task().await.map(|o| o.stdout), "dead backend");
+    assert!(msg.starts_with("unavailable: "), "{msg}");
+    assert!(backends.status()[0].errors >= 1);
+}

@@ -112,6 +112,10 @@ impl SqlBackend {
             // database now so read-only grants work before the first write.
             let file = rw_opts.get_filename();
             if file != std::path::Path::new(":memory:") && !file.exists() {
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
