@@ -38,6 +38,12 @@ demo: build-guests build
     id=$($todo --invoke add --arg '"try warden"' | sed 's/[^0-9]//g')
     $todo --invoke complete --arg "$id" >/dev/null
     $todo
+    echo "== counter: Redis keys under its granted prefix"
+    if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+      $warden run $guests/counter.wasm --manifest guest-modules/examples/counter/warden.toml --config guest-modules/examples/host.toml
+    else
+      echo "   (skipped: no Redis on 127.0.0.1:6379; tests/services.sh starts it)"
+    fi
     echo "== the sandbox at work (each of these is refused)"
     $warden run $guests/fs_report.wasm --manifest guest-modules/examples/demo-denials/fs-report-ungranted.toml || true
     $warden run $guests/limits.wasm --manifest guest-modules/examples/demo-denials/spin.toml || true

@@ -42,6 +42,7 @@ fn load(pooling: bool) -> LoadedModule {
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
         sql: &warden_sql::SqlBackends::default(),
+        kv: &warden_kv::KvBackends::default(),
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");
     module.set_stdio(Stdio::Capture(1024));

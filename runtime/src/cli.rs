@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use warden_capability::{AuditKind, MemoryAudit};
 use warden_fs::HostPaths;
+use warden_kv::KvBackends;
 use warden_sql::SqlBackends;
 
 use crate::engine::{EngineOptions, WardenEngine};
@@ -235,6 +236,7 @@ fn load(
     })?;
     let audit = MemoryAudit::default();
     let sql = SqlBackends::new(&host.sql).map_err(|e| fail(format!("invalid host config: {e}")))?;
+    let kv = KvBackends::new(&host.kv).map_err(|e| fail(format!("invalid host config: {e}")))?;
     let base = manifest_path
         .parent()
         .map(Path::to_path_buf)
@@ -250,6 +252,7 @@ fn load(
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
         sql: &sql,
+        kv: &kv,
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
     Ok((module, audit, engine))

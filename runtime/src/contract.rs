@@ -23,6 +23,8 @@ enum Need {
     Net,
     /// Only with a `[grants.sql.<name>]`.
     Sql,
+    /// Only with a `[grants.kv.<name>]`.
+    Kv,
 }
 
 fn classify(interface: &str) -> Option<Need> {
@@ -35,6 +37,7 @@ fn classify(interface: &str) -> Option<Need> {
         "warden:host" => match name {
             "types" => Some(Need::Baseline),
             "sql" => Some(Need::Sql),
+            "kv" => Some(Need::Kv),
             _ => None,
         },
         "wasi:sockets" => match name {
@@ -99,6 +102,10 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
             Some(Need::Sql) if !manifest.grants.sql.is_empty() => {}
             Some(Need::Sql) => problems.push(format!(
                 "imports {import} but the manifest has no [grants.sql.<name>]"
+            )),
+            Some(Need::Kv) if !manifest.grants.kv.is_empty() => {}
+            Some(Need::Kv) => problems.push(format!(
+                "imports {import} but the manifest has no [grants.kv.<name>]"
             )),
             None => problems.push(format!(
                 "imports {import}, which this warden does not provide"

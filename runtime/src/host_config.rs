@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warden_kv::KvBackendConfig;
 use warden_sql::SqlBackendConfig;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,6 +17,9 @@ pub struct HostConfig {
     /// `[sql.<id>]` backends, one shared pool each.
     #[serde(default)]
     pub sql: BTreeMap<String, SqlBackendConfig>,
+    /// `[kv.<id>]` Redis backends, one shared connection each.
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvBackendConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
 use warden_fs::{HostPaths, ResolvedDir};
+use warden_kv::{KvBackends, KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
 use warden_sql::{SqlBackends, SqlCtx, SqlModule};
 use wasmtime::Store;
@@ -46,6 +47,7 @@ pub struct LoadedModule {
     fs_dirs: Vec<ResolvedDir>,
     net: Arc<NetPolicy>,
     sql: Arc<SqlModule>,
+    kv: Arc<KvModule>,
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
@@ -64,6 +66,8 @@ pub struct LoadContext<'a> {
     pub audit: Arc<dyn AuditSink>,
     /// The host's SQL backends (shared pools).
     pub sql: &'a SqlBackends,
+    /// The host's Redis backends (shared connections).
+    pub kv: &'a KvBackends,
 }
 
 impl LoadedModule {
@@ -96,6 +100,13 @@ impl LoadedModule {
             &manifest.module.name,
             &manifest.grants.sql,
             cx.sql,
+            cx.audit.clone(),
+        )
+        .map_err(LoadError::Host)?;
+        let kv = KvModule::new(
+            &manifest.module.name,
+            &manifest.grants.kv,
+            cx.kv,
             cx.audit.clone(),
         )
         .map_err(LoadError::Host)?;
@@ -135,6 +146,7 @@ impl LoadedModule {
             fs_dirs,
             net,
             sql: Arc::new(sql),
+            kv: Arc::new(kv),
             config,
             pre,
             task_run,
@@ -313,6 +325,7 @@ impl LoadedModule {
             net: self.net.clone(),
             limiter: Limiter::new(&self.limits),
             sql: SqlCtx::new(self.sql.clone(), self.limits.max_output.0),
+            kv: KvCtx::new(self.kv.clone(), self.limits.max_output.0),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);

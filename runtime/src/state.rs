@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use warden_kv::{KvCtx, KvHost, KvView};
 use warden_net::{GrantedHttpHooks, NetPolicy, NetView};
 use warden_sql::{SqlCtx, SqlHost, SqlView};
 use wasmtime::component::ResourceTable;
@@ -20,6 +21,7 @@ pub struct ModuleState {
     pub(crate) net: Arc<NetPolicy>,
     pub(crate) limiter: Limiter,
     pub(crate) sql: SqlCtx,
+    pub(crate) kv: KvCtx,
 }
 
 impl WasiView for ModuleState {
@@ -51,6 +53,15 @@ impl SqlView for ModuleState {
     fn sql(&mut self) -> SqlHost<'_> {
         SqlHost {
             ctx: &mut self.sql,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl KvView for ModuleState {
+    fn kv(&mut self) -> KvHost<'_> {
+        KvHost {
+            ctx: &mut self.kv,
             table: &mut self.table,
         }
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock};
 
 use warden_capability::MemoryAudit;
 use warden_fs::HostPaths;
+use warden_kv::KvBackends;
 use warden_runtime::linker::{Linker, build_linker};
 use warden_runtime::module::{LoadContext, LoadedModule, Stdio};
 use warden_runtime::state::ModuleState;
@@ -82,6 +83,17 @@ pub fn load_with_sql(
     base: &Path,
     sql: &SqlBackends,
 ) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    load_with_backends(bytes, manifest, base, sql, &KvBackends::default())
+}
+
+/// Like [`load_bytes`], with the host's backends.
+pub fn load_with_backends(
+    bytes: &[u8],
+    manifest: &str,
+    base: &Path,
+    sql: &SqlBackends,
+    kv: &KvBackends,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
     let manifest = Manifest::parse(manifest)
         .map_err(|errs| LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()))?;
     let audit = MemoryAudit::default();
@@ -92,6 +104,7 @@ pub fn load_with_sql(
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
         sql,
+        kv,
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;
     module.set_stdio(Stdio::Capture(1 << 20));

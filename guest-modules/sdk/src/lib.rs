@@ -34,6 +34,7 @@ pub mod task {
             "wasi:config/store@0.2.0-rc.1": crate::bindings::wasi::config::store,
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
+            "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
         },
         pub_export_macro: true,
         export_macro_name: "export_task",
@@ -43,6 +44,7 @@ pub mod task {
 
 pub mod config;
 
+pub use bindings::warden::host::kv;
 pub use bindings::warden::host::sql;
 pub use bindings::warden::host::types::Error;
 pub use task::export_task;

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use warden_fs::FsGrants;
+use warden_kv::KvGrant;
 use warden_net::NetGrant;
 use warden_sql::SqlGrant;
 
@@ -87,6 +88,8 @@ pub struct Grants {
     pub net: Option<NetGrant>,
     #[serde(default)]
     pub sql: BTreeMap<String, SqlGrant>,
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvGrant>,
 }
 
 /// `[config]` values; non-strings are passed to the guest in TOML syntax.

@@ -1,0 +1,102 @@
+//! One multiplexed Redis connection manager per `[kv.<id>]`, created once.
+//! It reconnects by itself after an outage; calls made while Redis is down
+//! fail with `unavailable`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+/// One `[kv.<id>]` entry of the host config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvBackendConfig {
+    /// `redis://host:port[/db]`
+    pub url: String,
+}
+
+pub struct KvBackend {
+    pub id: String,
+    client: redis::Client,
+    manager: OnceCell<ConnectionManager>,
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvBackendStatus {
+    pub id: String,
+    pub connected: bool,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+#[derive(Default, Clone)]
+pub struct KvBackends {
+    backends: HashMap<String, Arc<KvBackend>>,
+}
+
+impl KvBackends {
+    pub fn new(configs: &BTreeMap<String, KvBackendConfig>) -> Result<Self, String> {
+        let mut backends = HashMap::new();
+        for (id, config) in configs {
+            let client = redis::Client::open(config.url.as_str())
+                .map_err(|e| format!("kv.{id}: invalid url: {e}"))?;
+            backends.insert(
+                id.clone(),
+                Arc::new(KvBackend {
+                    id: id.clone(),
+                    client,
+                    manager: OnceCell::new(),
+                    calls: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                }),
+            );
+        }
+        Ok(Self { backends })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<KvBackend>> {
+        self.backends.get(id).cloned()
+    }
+
+    pub fn status(&self) -> Vec<KvBackendStatus> {
+        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}
+
+impl KvBackend {
+    /// The shared connection, created on first use (so a Redis that is down
+    /// at start-up does not stop the host).
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        self.manager
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await
+            .cloned()
+            .inspect_err(|_| self.record_error())
+    }
+
+    pub(crate) fn record_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> KvBackendStatus {
+        KvBackendStatus {
+            id: self.id.clone(),
+            connected: self.manager.initialized(),
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}

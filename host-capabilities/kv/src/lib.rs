@@ -1,0 +1,12 @@
+//! KV capability: `[kv.<id>]` Redis backends of the host config, one
+//! multiplexed connection manager each; `[grants.kv.<name>]` gives a module
+//! a store confined to a key prefix. Keys, channels and scan patterns are
+//! built by the host; guests never send raw commands.
+
+mod backend;
+mod host;
+mod key;
+
+pub use backend::{KvBackend, KvBackendConfig, KvBackendStatus, KvBackends};
+pub use host::{KvCtx, KvGrant, KvHost, KvModule, KvView, add_to_linker};
+pub use key::Confined;
