@@ -62,3 +62,5 @@ lint:
 # Instantiation and call benchmarks (numbers go to BENCHMARKS.md).
 bench: build-guests
     cargo bench -p warden-runtime --bench instantiate
+    bash tests/services.sh
+    cargo bench -p warden-runtime --bench capabilities

@@ -127,10 +127,8 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
     if !manifest.cron.is_empty() && !shape.exports_interface(TASK_EXPORT) {
         problems.push(format!("[[cron]] needs the export {TASK_EXPORT}"));
     }
-    if !shape.exports_interface(TASK_EXPORT) && !shape.exports_interface(HTTP_EXPORT) {
-        problems.push(format!(
-            "exports none of {TASK_EXPORT}, {HTTP_EXPORT}: nothing can call it"
-        ));
+    if shape.exports.is_empty() {
+        problems.push("exports no interface: nothing can call it".to_string());
     }
     problems
 }

@@ -1,0 +1,200 @@
+//! Capability overhead, measured against the native driver in the same run:
+//! a point SELECT by primary key on PostgreSQL (guest vs sqlx, same pool size
+//! and concurrency) and a Redis GET (guest vs the redis crate).
+//!
+//! Each guest call is a full invocation: instantiate, call the export, the
+//! host call through the granted handle, drop. Needs the local PostgreSQL
+//! and Redis (`tests/services.sh`) and the guests (`just build-guests`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use redis::AsyncCommands;
+use serde_json::json;
+use warden_capability::LogAudit;
+use warden_fs::HostPaths;
+use warden_kv::{KvBackendConfig, KvBackends};
+use warden_runtime::linker::build_linker;
+use warden_runtime::{EngineOptions, Limits, LoadContext, LoadedModule, Manifest, WardenEngine};
+use warden_sql::{SqlBackendConfig, SqlBackends};
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const POOL: u32 = 4;
+const CONCURRENCY: usize = 4;
+const CALLS: usize = 8_000;
+
+/// Runs `CALLS` calls of `f` from `CONCURRENCY` tasks; returns calls/s.
+async fn throughput<F, Fut>(f: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|t| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                for i in 0..CALLS / CONCURRENCY {
+                    f(t * CALLS + i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    CALLS as f64 / start.elapsed().as_secs_f64()
+}
+
+fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModule {
+    let linker = build_linker(engine).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-modules/target/wasm32-wasip2/release/lookup.wasm");
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `just build-guests`)", path.display()));
+    let manifest = Manifest::parse(&format!(
+        "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = {CONCURRENCY}\n\
+         [grants.sql.db]\nbackend = \"pg\"\nmax-connections = {POOL}\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-bench:\"\n"
+    ))
+    .unwrap();
+    let cx = LoadContext {
+        engine,
+        linker: &linker,
+        host_paths: HostPaths::RelativeTo(".".into()),
+        defaults: &Limits::default(),
+        audit: Arc::new(LogAudit),
+        sql,
+        kv,
+    };
+    LoadedModule::load(&cx, &bytes, manifest).expect("load lookup")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let engine = WardenEngine::new(EngineOptions {
+        max_instances: 64,
+        cache_dir: None,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let sql = SqlBackends::new(&BTreeMap::from([(
+        "pg".to_string(),
+        SqlBackendConfig {
+            url: PG_URL.into(),
+            max_connections: POOL,
+        },
+    )]))
+    .unwrap();
+    let kv = KvBackends::new(&BTreeMap::from([(
+        "redis".to_string(),
+        KvBackendConfig {
+            url: REDIS_URL.into(),
+        },
+    )]))
+    .unwrap();
+    let module = Arc::new(load(&engine, &sql, &kv));
+
+    // Fixture data, written natively.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(POOL)
+        .connect(PG_URL)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE IF EXISTS warden_bench; CREATE TABLE warden_bench (id BIGINT PRIMARY KEY, name TEXT NOT NULL); \
+                   INSERT INTO warden_bench SELECT g, 'name-' || g FROM generate_series(1, 1000) g")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let redis = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(redis.clone())
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        let _: () = conn
+            .set(format!("warden-bench:k{i}"), format!("value-{i}"))
+            .await
+            .unwrap();
+    }
+
+    let native_sql = {
+        let pool = pool.clone();
+        throughput(move |i| {
+            let pool = pool.clone();
+            async move {
+                let (name,): (String,) =
+                    sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
+                        .bind((i % 1000 + 1) as i64)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert!(name.starts_with("name-"));
+            }
+        })
+        .await
+    };
+    let guest_sql = {
+        let module = module.clone();
+        throughput(move |i| {
+            let module = module.clone();
+            async move {
+                let (r, _) = module
+                    .invoke("sql-get", &[json!(i % 1000 + 1)])
+                    .await
+                    .unwrap();
+                assert!(r[0]["ok"].as_str().unwrap().starts_with("name-"));
+            }
+        })
+        .await
+    };
+    let native_kv = {
+        let conn = conn.clone();
+        throughput(move |i| {
+            let mut conn = conn.clone();
+            async move {
+                let v: String = conn
+                    .get(format!("warden-bench:k{}", i % 1000))
+                    .await
+                    .unwrap();
+                assert!(v.starts_with("value-"));
+            }
+        })
+        .await
+    };
+    let guest_kv = {
+        let module = module.clone();
+        throughput(move |i| {
+            let module = module.clone();
+            async move {
+                let (r, _) = module
+                    .invoke("kv-get", &[json!(format!("k{}", i % 1000))])
+                    .await
+                    .unwrap();
+                assert!(r[0]["ok"].as_str().unwrap().starts_with("value-"));
+            }
+        })
+        .await
+    };
+
+    println!(
+        "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}) | native | through a guest | ratio |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| PostgreSQL point SELECT by PK | {native_sql:.0}/s | {guest_sql:.0}/s | {:.2}× |",
+        guest_sql / native_sql
+    );
+    println!(
+        "| Redis GET | {native_kv:.0}/s | {guest_kv:.0}/s | {:.2}× |",
+        guest_kv / native_kv
+    );
+
+    sqlx::raw_sql("DROP TABLE warden_bench")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("warden-bench:k{i}")).collect();
+    let _: () = conn.del(keys).await.unwrap();
+}
