@@ -142,6 +142,28 @@ async fn every_data_type_round_trips() {
 }
 
 #[tokio::test]
+async fn batch_runs_atomically_under_the_prefix() {
+    let kv = backends();
+    let p = unique_prefix();
+    // The last command deletes a hostile key name: confined like the rest.
+    let out = op(&kv, &p, "batch", "../b1", "").await.unwrap();
+    assert_eq!(out, "ok,5,x,1,v,nil,0");
+    for k in ["b1", "b2", "b3"] {
+        assert_eq!(
+            raw(&["EXISTS", &format!("{p}{k}")]).await,
+            redis::Value::Int(1),
+            "{k}"
+        );
+    }
+    let msg = match op(&kv, &p, "batch", "", "").await {
+        Err(RunError::Failed(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(msg.starts_with("invalid: key must not be empty"), "{msg}");
+    cleanup(&p).await;
+}
+
+#[tokio::test]
 async fn hostile_keys_stay_inside_the_prefix() {
     let kv = backends();
     let p = unique_prefix();

@@ -21,7 +21,7 @@ mod bindings {
     });
 }
 
-use bindings::warden::host::kv as wit;
+use bindings::warden::host::kv::{self as wit, Op, Reply};
 use bindings::warden::host::types::Error as WitError;
 
 /// `[grants.kv.<name>]` of a module manifest.
@@ -519,8 +519,89 @@ impl wit::HostStore for KvHost<'_> {
         .await
     }
 
+    async fn batch(&mut self, this: Resource<Store>, ops: Vec<Op>) -> WitResult<Vec<Reply>> {
+        const MAX_OPS: usize = 1000;
+        if ops.len() > MAX_OPS {
+            return Ok(Err(WitError::LimitExceeded(format!(
+                "batch of {} commands; the limit is {MAX_OPS}",
+                ops.len()
+            ))));
+        }
+        let grant = self.table.get(&this)?.grant.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for op in &ops {
+            if let Err(e) = add_op(&mut pipe, &grant.confined, op) {
+                return Ok(Err(WitError::Invalid(e)));
+            }
+        }
+        self.call(&grant, async |mut c| {
+            let values: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+            Ok(values.into_iter().map(to_reply).collect::<Vec<_>>())
+        })
+        .await
+    }
+
     async fn drop(&mut self, this: Resource<Store>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+/// Adds one batch command with its key confined.
+fn add_op(pipe: &mut redis::Pipeline, confined: &Confined, op: &Op) -> Result<(), String> {
+    let positive = |ms: u64| {
+        if ms == 0 {
+            Err("ttl must be greater than zero".to_string())
+        } else {
+            Ok(ms)
+        }
+    };
+    match op {
+        Op::Get(k) => {
+            pipe.get(confined.key(k)?);
+        }
+        Op::Set((k, v, None)) => {
+            pipe.set(confined.key(k)?, v);
+        }
+        Op::Set((k, v, Some(ms))) => {
+            pipe.pset_ex(confined.key(k)?, v, positive(*ms)?);
+        }
+        Op::Delete(k) => {
+            pipe.del(confined.key(k)?);
+        }
+        Op::Incr((k, by)) => {
+            pipe.incr(confined.key(k)?, *by);
+        }
+        Op::Hset((k, f, v)) => {
+            pipe.hset(confined.key(k)?, f, v);
+        }
+        Op::Hget((k, f)) => {
+            pipe.hget(confined.key(k)?, f);
+        }
+        Op::Expire((k, ms)) => {
+            pipe.pexpire(confined.key(k)?, positive(*ms)? as i64);
+        }
+    }
+    Ok(())
+}
+
+fn to_reply(v: redis::Value) -> Reply {
+    match v {
+        redis::Value::Nil => Reply::Nil,
+        redis::Value::Int(n) => Reply::Number(n),
+        redis::Value::BulkString(b) => Reply::Bytes(b),
+        redis::Value::SimpleString(s) => Reply::Bytes(s.into_bytes()),
+        redis::Value::Boolean(b) => Reply::Number(i64::from(b)),
+        _ => Reply::Ok,
+    }
+}
+
+impl Size for Reply {
+    fn size(&self) -> u64 {
+        match self {
+            Reply::Bytes(b) => b.len() as u64,
+            _ => 8,
+        }
     }
 }

@@ -20,7 +20,12 @@ struct Lookup;
 impl exports::warden_bench::lookup::lookup::Guest for Lookup {
     fn sql_get(id: i64) -> Result<String, String> {
         let db = Connection::open("db").map_err(|e| format!("{e:?}"))?;
-        let rows = db.query("SELECT name FROM warden_bench WHERE id = $1", &[Value::Int64(id)]).map_err(|e| format!("{e:?}"))?;
+        let rows = db
+            .query(
+                "SELECT name FROM warden_bench WHERE id = $1",
+                &[Value::Int64(id)],
+            )
+            .map_err(|e| format!("{e:?}"))?;
         match rows.rows.first().and_then(|r| r.first()) {
             Some(Value::Text(name)) => Ok(name.clone()),
             other => Err(format!("unexpected {other:?}")),
@@ -29,7 +34,10 @@ impl exports::warden_bench::lookup::lookup::Guest for Lookup {
 
     fn kv_get(key: String) -> Result<String, String> {
         let kv = Store::open("cache").map_err(|e| format!("{e:?}"))?;
-        let value = kv.get(&key).map_err(|e| format!("{e:?}"))?.ok_or("missing")?;
+        let value = kv
+            .get(&key)
+            .map_err(|e| format!("{e:?}"))?
+            .ok_or("missing")?;
         String::from_utf8(value).map_err(|e| e.to_string())
     }
 }

@@ -82,6 +82,29 @@ impl Task for KvProbe {
             }
             "publish" => store.publish(&key, &value).map_err(show)?.to_string(),
             "keys" => format!("{:?}", store.keys(&key, 100).map_err(show)?),
+            "batch" => {
+                use warden_sdk::kv::{Op, Reply};
+                let ops = [
+                    Op::Set(("b1".into(), b"x".to_vec(), None)),
+                    Op::Incr(("b2".into(), 5)),
+                    Op::Get("b1".into()),
+                    Op::Hset(("b3".into(), "f".into(), b"v".to_vec())),
+                    Op::Hget(("b3".into(), "f".into())),
+                    Op::Get("missing".into()),
+                    Op::Delete(key.clone()),
+                ];
+                let replies = store.batch(&ops).map_err(show)?;
+                let shown: Vec<String> = replies
+                    .iter()
+                    .map(|r| match r {
+                        Reply::Ok => "ok".to_string(),
+                        Reply::Nil => "nil".to_string(),
+                        Reply::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                        Reply::Number(n) => n.to_string(),
+                    })
+                    .collect();
+                shown.join(",")
+            }
             other => return Err(format!("unknown op {other}")),
         };
         println!("{out}");
