@@ -17,6 +17,7 @@ pub fn build_linker(engine: &WardenEngine) -> wasmtime::Result<Linker<ModuleStat
         WasiConfig::from(&*s.config)
     })?;
     warden_net::add_guarded_lookup_to_linker(&mut linker)?;
+    warden_capability::wit::add_types_to_linker(&mut linker)?;
     warden_sql::add_to_linker(&mut linker)?;
     warden_kv::add_to_linker(&mut linker)?;
     Ok(linker)

@@ -4,6 +4,7 @@
 mod audit;
 mod error;
 mod units;
+pub mod wit;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};

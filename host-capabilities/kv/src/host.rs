@@ -17,12 +17,15 @@ mod bindings {
         path: "../../wit",
         world: "warden:host/kv-capability",
         imports: { default: async | trappable },
-        with: { "warden:host/kv.store": super::Store },
+        with: {
+            "warden:host/types": warden_capability::wit::types,
+            "warden:host/kv.store": super::Store,
+        },
     });
 }
 
 use bindings::warden::host::kv::{self as wit, Op, Reply};
-use bindings::warden::host::types::Error as WitError;
+use warden_capability::wit::types::Error as WitError;
 
 /// `[grants.kv.<name>]` of a module manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -113,18 +116,6 @@ pub fn add_to_linker<T: KvView + 'static>(linker: &mut Linker<T>) -> wasmtime::R
 
 type WitResult<T> = wasmtime::Result<Result<T, WitError>>;
 
-fn to_wit(err: CapabilityError) -> WitError {
-    match err {
-        CapabilityError::Denied(m) => WitError::Denied(m),
-        CapabilityError::NotFound(m) => WitError::NotFound(m),
-        CapabilityError::Invalid(m) => WitError::Invalid(m),
-        CapabilityError::Unavailable(m) => WitError::Unavailable(m),
-        CapabilityError::Timeout(m) => WitError::Timeout(m),
-        CapabilityError::LimitExceeded(m) => WitError::LimitExceeded(m),
-        CapabilityError::Backend(m) => WitError::Backend(m),
-    }
-}
-
 fn from_redis(backend: &KvBackend, e: redis::RedisError) -> CapabilityError {
     backend.record_error();
     if e.is_io_error()
@@ -197,7 +188,7 @@ impl KvHost<'_> {
     ) -> WitResult<R> {
         let conn = match grant.backend.connection().await {
             Ok(c) => c,
-            Err(e) => return Ok(Err(to_wit(from_redis(&grant.backend, e)))),
+            Err(e) => return Ok(Err(WitError::from(from_redis(&grant.backend, e)))),
         };
         match op(conn).await {
             Ok(reply) => {
@@ -211,7 +202,7 @@ impl KvHost<'_> {
                 self.ctx.bytes_left -= size;
                 Ok(Ok(reply))
             }
-            Err(e) => Ok(Err(to_wit(from_redis(&grant.backend, e)))),
+            Err(e) => Ok(Err(WitError::from(from_redis(&grant.backend, e)))),
         }
     }
 }

@@ -20,6 +20,7 @@ mod bindings {
         world: "warden:host/sql-capability",
         imports: { default: async | trappable },
         with: {
+            "warden:host/types": warden_capability::wit::types,
             "warden:host/sql.connection": super::Connection,
             "warden:host/sql.prepared": super::Prepared,
             "warden:host/sql.transaction": super::Transaction,
@@ -28,7 +29,7 @@ mod bindings {
 }
 
 use bindings::warden::host::sql::{self as wit, Value};
-use bindings::warden::host::types::Error as WitError;
+use warden_capability::wit::types::Error as WitError;
 
 /// Time allowed beyond `statement-timeout` before the host gives up on the
 /// database and discards the connection.
@@ -176,11 +177,8 @@ impl HasData for SqlData {
 }
 
 pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, SqlData>(linker, |t| t.sql())?;
-    bindings::warden::host::types::add_to_linker::<T, SqlData>(linker, |t| t.sql())
+    wit::add_to_linker::<T, SqlData>(linker, |t| t.sql())
 }
-
-impl bindings::warden::host::types::Host for SqlHost<'_> {}
 
 impl SqlHost<'_> {
     fn caps(&self, grant: &ModuleGrant) -> Caps {
@@ -246,18 +244,6 @@ async fn one_shot<R>(
     }
 }
 
-fn to_wit(err: CapabilityError) -> WitError {
-    match err {
-        CapabilityError::Denied(m) => WitError::Denied(m),
-        CapabilityError::NotFound(m) => WitError::NotFound(m),
-        CapabilityError::Invalid(m) => WitError::Invalid(m),
-        CapabilityError::Unavailable(m) => WitError::Unavailable(m),
-        CapabilityError::Timeout(m) => WitError::Timeout(m),
-        CapabilityError::LimitExceeded(m) => WitError::LimitExceeded(m),
-        CapabilityError::Backend(m) => WitError::Backend(m),
-    }
-}
-
 fn from_value(v: Value) -> SqlValue {
     match v {
         Value::Null => SqlValue::Null,
@@ -316,7 +302,7 @@ impl wit::HostConnection for SqlHost<'_> {
                 .ctx
                 .module
                 .deny(format!("sql grant {name:?} not in manifest"));
-            return Ok(Err(to_wit(err)));
+            return Ok(Err(WitError::from(err)));
         };
         Ok(Ok(self.table.push(Connection { grant })?))
     }
@@ -335,7 +321,7 @@ impl wit::HostConnection for SqlHost<'_> {
                 self.charge(&rows);
                 Ok(Ok(to_row_set(rows)))
             }
-            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
         }
     }
 
@@ -349,7 +335,7 @@ impl wit::HostConnection for SqlHost<'_> {
         let caps = self.caps(&grant);
         let p = params(p);
         let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
-        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn execute_batch(
@@ -369,7 +355,7 @@ impl wit::HostConnection for SqlHost<'_> {
             Ok(total)
         })
         .await;
-        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn prepare(
@@ -381,7 +367,7 @@ impl wit::HostConnection for SqlHost<'_> {
         let caps = self.caps(&grant);
         match one_shot(&grant, caps, async |c| c.check(&statement).await).await {
             Ok(()) => Ok(Ok(self.table.push(Prepared { grant, statement })?)),
-            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
         }
     }
 
@@ -390,15 +376,15 @@ impl wit::HostConnection for SqlHost<'_> {
         let caps = self.caps(&grant);
         let slot = match take_slot(&grant).await {
             Ok(s) => s,
-            Err(e) => return Ok(Err(to_wit(e))),
+            Err(e) => return Ok(Err(WitError::from(e))),
         };
         let mut conn = match grant.backend.acquire(caps.read_only).await {
             Ok(c) => c,
-            Err(e) => return Ok(Err(to_wit(e))),
+            Err(e) => return Ok(Err(WitError::from(e))),
         };
         if let Err(e) = conn.begin(&caps).await {
             conn.discard();
-            return Ok(Err(to_wit(e)));
+            return Ok(Err(WitError::from(e)));
         }
         Ok(Ok(self.table.push(Transaction {
             grant,
@@ -426,7 +412,7 @@ impl wit::HostPrepared for SqlHost<'_> {
                 self.charge(&rows);
                 Ok(Ok(to_row_set(rows)))
             }
-            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
         }
     }
 
@@ -438,7 +424,7 @@ impl wit::HostPrepared for SqlHost<'_> {
         let caps = self.caps(&grant);
         let p = params(p);
         let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
-        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn drop(&mut self, this: Resource<Prepared>) -> wasmtime::Result<()> {
@@ -526,7 +512,7 @@ impl wit::HostTransaction for SqlHost<'_> {
                 self.charge(&rows);
                 Ok(Ok(to_row_set(rows)))
             }
-            Err(e) => Ok(Err(to_wit(self.audited(&grant, e)))),
+            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
         }
     }
 
@@ -541,7 +527,7 @@ impl wit::HostTransaction for SqlHost<'_> {
         let r = self
             .in_tx(&this, async |c, _| c.execute(&statement, &p).await)
             .await?;
-        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn execute_batch(
@@ -561,7 +547,7 @@ impl wit::HostTransaction for SqlHost<'_> {
                 Ok(total)
             })
             .await?;
-        Ok(r.map_err(|e| to_wit(self.audited(&grant, e))))
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn commit(&mut self, this: Resource<Transaction>) -> WitResult<()> {
@@ -571,7 +557,7 @@ impl wit::HostTransaction for SqlHost<'_> {
             .in_tx(&this, async |c, _| c.end(!read_only, read_only).await)
             .await?;
         self.finish(&this)?;
-        Ok(r.map_err(to_wit))
+        Ok(r.map_err(WitError::from))
     }
 
     async fn rollback(&mut self, this: Resource<Transaction>) -> WitResult<()> {
@@ -580,7 +566,7 @@ impl wit::HostTransaction for SqlHost<'_> {
             .in_tx(&this, async |c, _| c.end(false, read_only).await)
             .await?;
         self.finish(&this)?;
-        Ok(r.map_err(to_wit))
+        Ok(r.map_err(WitError::from))
     }
 
     async fn drop(&mut self, this: Resource<Transaction>) -> wasmtime::Result<()> {
