@@ -49,8 +49,9 @@ demo: build-guests build
     $warden run $guests/limits.wasm --manifest guest-modules/examples/demo-denials/spin.toml || true
     $warden check $guests/net_probe.wasm --manifest guest-modules/examples/demo-denials/no-net.toml || true
 
-# Every test: unit, integration (real guests, real runtime), CLI.
+# Every test: unit, integration (real guests, real runtime, real services), CLI.
 test: build-guests
+    bash tests/services.sh
     cargo test --workspace
 
 # Formatting and lints, as CI wants them.
