@@ -570,3 +570,33 @@ async fn a_dead_backend_is_unavailable_not_a_hang() {
     assert!(msg.starts_with("unavailable: "), "{msg}");
     assert!(backends.status()[0].errors >= 1);
 }
+
+#[tokio::test]
+async fn session_changes_do_not_leak_to_the_next_user_of_a_connection() {
+    // One pooled connection, so the later calls surely reuse it.
+    let f = Fixture::with_pool(Backend::Postgres, 1);
+    f.rw("execute", "SET application_name = 'leaked'", "[]")
+        .await
+        .unwrap();
+    f.rw("execute", "CREATE TEMP TABLE leaked_temp (id INT)", "[]")
+        .await
+        .unwrap();
+    let app = f
+        .rw(
+            "query",
+            "SELECT current_setting('application_name') AS app",
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert!(!app.contains("leaked"), "{app}");
+    let temp = f
+        .rw(
+            "query",
+            "SELECT COUNT(*) AS n FROM pg_tables WHERE tablename = 'leaked_temp'",
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert_eq!(temp, "n\ni64:0\n");
+}

@@ -134,6 +134,18 @@ impl Conn {
     ) -> Result<(), CapabilityError> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let result = match self {
+            // A read-write statement may have changed the session (SET,
+            // temporary tables) of a connection other modules share next:
+            // reset it in the same round trip. (Read-only transactions roll
+            // back their SETs and cannot create tables.)
+            Conn::Postgres(c) if !read_only => {
+                let sql = if commit {
+                    "COMMIT; RESET ALL; DISCARD TEMP"
+                } else {
+                    "ROLLBACK; RESET ALL; DISCARD TEMP"
+                };
+                sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ())
+            }
             Conn::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ()),
             Conn::MySql(c) => {
                 let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
