@@ -211,7 +211,10 @@ impl LoadedModule {
                 .map_err(|e| {
                     RunError::Host(format!("{TASK_EXPORT}#run has an unexpected type: {e}"))
                 })?;
-            let (result,) = run.call_async(&mut *store, ()).await.map_err(Call)?;
+            let (result,) = run
+                .call_async(&mut *store, ())
+                .await
+                .map_err(InstanceError::Call)?;
             match result {
                 Ok(()) => Ok(()),
                 Err(msg) => {
@@ -240,7 +243,10 @@ impl LoadedModule {
                 .map_err(|e| RunError::Host(e.to_string()))?;
             let start = std::time::Instant::now();
             for _ in 0..calls {
-                let (result,) = run.call_async(&mut *store, ()).await.map_err(Call)?;
+                let (result,) = run
+                    .call_async(&mut *store, ())
+                    .await
+                    .map_err(InstanceError::Call)?;
                 if result.is_err() {
                     return Err(RunError::Failed("task returned an error".into()).into());
                 }
@@ -274,7 +280,11 @@ impl LoadedModule {
         // trap (which names the guest frame) win when both fire.
         let wall = self.limits.timeout + EPOCH_TICK * 2;
         let outcome = tokio::time::timeout(wall, async {
-            let instance = self.pre.instantiate_async(&mut store).await.map_err(Call)?;
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(InstanceError::Call)?;
             f(&mut store, &instance).await
         })
         .await;
@@ -363,11 +373,6 @@ impl LoadedModule {
 pub(crate) enum InstanceError {
     Call(wasmtime::Error),
     Run(RunError),
-}
-
-#[allow(non_snake_case)]
-pub(crate) fn Call(e: wasmtime::Error) -> InstanceError {
-    InstanceError::Call(e)
 }
 
 impl From<RunError> for InstanceError {
