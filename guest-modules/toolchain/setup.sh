@@ -89,7 +89,18 @@ cargo_install() { # <binary> <crate> <version> [extra args]
 install_just() {
   command -v just >/dev/null && return
   log "installing just"
-  pip install --quiet rust-just 2>/dev/null || cargo +stable install --locked --quiet just
+  if pip install --quiet rust-just 2>/dev/null; then
+    hash -r
+    command -v just >/dev/null && return
+    # pip's script dir may not be on PATH; ~/.cargo/bin is (rustup puts it there).
+    local scripts; scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+    if [ -n "$scripts" ] && [ -x "$scripts/just" ]; then
+      mkdir -p "$HOME/.cargo/bin"
+      ln -sf "$scripts/just" "$HOME/.cargo/bin/just"
+      return
+    fi
+  fi
+  cargo +stable install --locked --quiet just
 }
 
 main() {
