@@ -600,3 +600,22 @@ async fn session_changes_do_not_leak_to_the_next_user_of_a_connection() {
         .unwrap();
     assert_eq!(temp, "n\ni64:0\n");
 }
+
+#[tokio::test]
+async fn read_only_transactions_commit_and_roll_back_cleanly() {
+    for db in ALL {
+        let f = Fixture::new(db);
+        f.create("id INT PRIMARY KEY").await;
+        let steps = format!(r#"[["SELECT COUNT(*) AS n FROM {}", []]]"#, f.table);
+        for end in ["commit", "rollback"] {
+            let out = f
+                .probe(
+                    "",
+                    &format!("op = \"tx\"\nsteps = '''{steps}'''\nend = \"{end}\""),
+                )
+                .await;
+            assert!(out.is_ok(), "{db:?} {end}: {out:?}");
+        }
+        f.finish().await;
+    }
+}

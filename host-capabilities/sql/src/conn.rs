@@ -183,18 +183,21 @@ impl Conn {
                 // Still in our transaction, and the session still read-only
                 // (a guest could flip it for the transactions after the next
                 // implicit commit).
-                let mariadb =
-                    sqlx::query_as::<_, (i64, i64)>("SELECT @@in_transaction, @@tx_read_only")
-                        .fetch_one(&mut **c)
-                        .await;
+                let mariadb = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT CAST(@@in_transaction AS SIGNED), CAST(@@tx_read_only AS SIGNED)",
+                )
+                .fetch_one(&mut **c)
+                .await;
                 match mariadb {
                     Ok((in_tx, ro)) => Ok(in_tx == 1 && ro == 1),
                     // MySQL 8: no @@in_transaction; the session flag is what it reports.
-                    Err(_) => sqlx::query_scalar::<_, i64>("SELECT @@transaction_read_only")
-                        .fetch_one(&mut **c)
-                        .await
-                        .map(|v| v == 1)
-                        .map_err(from_sqlx),
+                    Err(_) => sqlx::query_scalar::<_, i64>(
+                        "SELECT CAST(@@transaction_read_only AS SIGNED)",
+                    )
+                    .fetch_one(&mut **c)
+                    .await
+                    .map(|v| v == 1)
+                    .map_err(from_sqlx),
                 }
             }
             // Read-only grants use connections SQLite opened read-only.

@@ -215,6 +215,15 @@ async fn take_slot(grant: &ModuleGrant) -> Result<OwnedSemaphorePermit, Capabili
     }
 }
 
+/// What a call inside a transaction resource does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxStep {
+    /// A guest statement: re-checked against the read-only grant afterwards.
+    Statement,
+    /// Our own COMMIT or ROLLBACK.
+    Finish,
+}
+
 /// One guest call in its own wrapping transaction on a fresh connection.
 async fn one_shot<R>(
     grant: &ModuleGrant,
@@ -438,6 +447,7 @@ impl SqlHost<'_> {
     async fn in_tx<R>(
         &mut self,
         this: &Resource<Transaction>,
+        step: TxStep,
         op: impl AsyncFnOnce(&mut Conn, &Caps) -> Result<R, CapabilityError>,
     ) -> wasmtime::Result<Result<R, CapabilityError>> {
         let caps = {
@@ -450,36 +460,31 @@ impl SqlHost<'_> {
                 "the transaction is already finished".into(),
             )));
         };
-        let guarded = async {
+        let run = async {
             let r = op(conn, &caps).await;
-            if caps.read_only && !conn.still_read_only().await.unwrap_or(false) {
-                return Err(CapabilityError::Denied(
-                    "read-only grant: the statement ended the read-only transaction; the transaction was closed".into(),
-                ));
-            }
-            r
+            // A guest statement (not our own COMMIT/ROLLBACK) that left the
+            // read-only transaction: nothing more may run on this connection.
+            let escaped = step == TxStep::Statement
+                && caps.read_only
+                && !conn.still_read_only().await.unwrap_or(false);
+            (r, escaped)
         };
-        match tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, guarded).await {
-            Ok(Err(CapabilityError::Denied(m)))
-                if caps.read_only && m.contains("ended the read-only transaction") =>
-            {
-                if let Some(conn) = tx.conn.take() {
-                    conn.discard();
-                }
-                tx.slot.take();
-                Ok(Err(CapabilityError::Denied(m)))
-            }
-            Ok(r) => Ok(r),
-            Err(_) => {
-                if let Some(conn) = tx.conn.take() {
-                    conn.discard();
-                }
-                Ok(Err(CapabilityError::Timeout(format!(
-                    "statement-timeout: no answer within {:?}; the transaction was rolled back",
-                    caps.timeout
-                ))))
-            }
+        let outcome = tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, run).await;
+        let closed = match outcome {
+            Ok((r, false)) => return Ok(r),
+            Ok((_, true)) => CapabilityError::Denied(
+                "read-only grant: the statement ended the read-only transaction; the transaction was closed".into(),
+            ),
+            Err(_) => CapabilityError::Timeout(format!(
+                "statement-timeout: no answer within {:?}; the transaction was rolled back",
+                caps.timeout
+            )),
+        };
+        if let Some(conn) = tx.conn.take() {
+            conn.discard();
         }
+        tx.slot.take();
+        Ok(Err(closed))
     }
 
     /// Finished either way: the connection and the quota slot go back.
@@ -505,7 +510,9 @@ impl wit::HostTransaction for SqlHost<'_> {
         let grant = self.tx_grant(&this)?;
         let p = params(p);
         match self
-            .in_tx(&this, async |c, caps| c.query(&statement, &p, caps).await)
+            .in_tx(&this, TxStep::Statement, async |c, caps| {
+                c.query(&statement, &p, caps).await
+            })
             .await?
         {
             Ok(rows) => {
@@ -525,7 +532,9 @@ impl wit::HostTransaction for SqlHost<'_> {
         let grant = self.tx_grant(&this)?;
         let p = params(p);
         let r = self
-            .in_tx(&this, async |c, _| c.execute(&statement, &p).await)
+            .in_tx(&this, TxStep::Statement, async |c, _| {
+                c.execute(&statement, &p).await
+            })
             .await?;
         Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
@@ -539,7 +548,7 @@ impl wit::HostTransaction for SqlHost<'_> {
         let grant = self.tx_grant(&this)?;
         let rows: Vec<_> = rows.into_iter().map(params).collect();
         let r = self
-            .in_tx(&this, async |c, _| {
+            .in_tx(&this, TxStep::Statement, async |c, _| {
                 let mut total = 0;
                 for p in &rows {
                     total += c.execute(&statement, p).await?;
@@ -554,7 +563,9 @@ impl wit::HostTransaction for SqlHost<'_> {
         let grant = self.tx_grant(&this)?;
         let read_only = grant.read_only;
         let r = self
-            .in_tx(&this, async |c, _| c.end(!read_only, read_only).await)
+            .in_tx(&this, TxStep::Finish, async |c, _| {
+                c.end(!read_only, read_only).await
+            })
             .await?;
         self.finish(&this)?;
         Ok(r.map_err(WitError::from))
@@ -563,7 +574,9 @@ impl wit::HostTransaction for SqlHost<'_> {
     async fn rollback(&mut self, this: Resource<Transaction>) -> WitResult<()> {
         let read_only = self.tx_grant(&this)?.read_only;
         let r = self
-            .in_tx(&this, async |c, _| c.end(false, read_only).await)
+            .in_tx(&this, TxStep::Finish, async |c, _| {
+                c.end(false, read_only).await
+            })
             .await?;
         self.finish(&this)?;
         Ok(r.map_err(WitError::from))
