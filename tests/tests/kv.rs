@@ -291,3 +291,28 @@ async fn counter_example_counts() {
     );
     cleanup(&p).await;
 }
+
+#[tokio::test]
+async fn replies_count_against_the_output_cap() {
+    let kv = backends();
+    let p = unique_prefix();
+    raw(&["SET", &format!("{p}big"), &"x".repeat(4096)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}[limits]\nmax-output = \"1 KiB\"\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"{p}\"\n[config]\ngrant = \"cache\"\nop = \"get\"\nkey = \"big\"\n",
+        manifest_header("kv-probe")
+    );
+    let (module, _) = load_with_backends(
+        &guest_bytes("kv-probe"),
+        &manifest,
+        dir.path(),
+        &SqlBackends::default(),
+        &kv,
+    )
+    .unwrap();
+    match module.run_task().await {
+        Err(RunError::Failed(m)) => assert!(m.starts_with("limit-exceeded: max-output"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    cleanup(&p).await;
+}

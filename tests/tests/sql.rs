@@ -619,3 +619,38 @@ async fn read_only_transactions_commit_and_roll_back_cleanly() {
         f.finish().await;
     }
 }
+
+#[tokio::test]
+async fn results_count_against_the_output_cap() {
+    let f = Fixture::new(Backend::Sqlite);
+    let manifest = format!(
+        "{}[limits]\nmax-output = \"1 KiB\"\n[grants.sql.main]\nbackend = \"db\"\n[config]\ngrant = \"main\"\nop = \"query\"\nsql = \"SELECT zeroblob(4096) AS big\"\n",
+        manifest_header("sql-probe")
+    );
+    let (module, _) = load_with_sql(
+        &guest_bytes("sql-probe"),
+        &manifest,
+        f.dir.path(),
+        &f.backends,
+    )
+    .unwrap();
+    let msg = failed(module.run_task().await.map(|o| o.stdout), "big result");
+    assert!(msg.starts_with("limit-exceeded: max-output"), "{msg}");
+}
+
+#[tokio::test]
+async fn sqlite_cannot_reach_other_files() {
+    let f = Fixture::new(Backend::Sqlite);
+    let outside = f.dir.path().join("outside.db");
+    for sql in [
+        format!("ATTACH DATABASE '{}' AS other", outside.display()),
+        format!("VACUUM INTO '{}'", outside.display()),
+    ] {
+        let out = f.rw("execute", &sql, "[]").await;
+        assert!(failed(out, &sql).starts_with("backend: "), "{sql}");
+        assert!(
+            !outside.exists(),
+            "{sql} created a file outside the database"
+        );
+    }
+}
