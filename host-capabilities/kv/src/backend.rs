@@ -76,12 +76,14 @@ impl KvBackend {
     /// at start-up does not stop the host).
     pub(crate) async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1);
         self.manager
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
             .await
             .cloned()
             .inspect_err(|_| self.record_error())

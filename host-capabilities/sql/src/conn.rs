@@ -302,6 +302,19 @@ impl Conn {
         }
     }
 
+    /// Runs `sql` once per parameter row; the first failure stops the rest.
+    pub(crate) async fn execute_all(
+        &mut self,
+        sql: &str,
+        rows: &[Vec<SqlValue>],
+    ) -> Result<u64, CapabilityError> {
+        let mut total = 0;
+        for params in rows {
+            total += self.execute(sql, params).await?;
+        }
+        Ok(total)
+    }
+
     /// Asks the database to parse and plan `sql` without running it.
     pub(crate) async fn check(&mut self, sql: &str) -> Result<(), CapabilityError> {
         match self {

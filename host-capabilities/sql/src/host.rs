@@ -323,15 +323,7 @@ impl wit::HostConnection for SqlHost<'_> {
         p: Vec<Value>,
     ) -> WitResult<wit::RowSet> {
         let grant = self.table.get(&this)?.grant.clone();
-        let caps = self.caps(&grant);
-        let p = params(p);
-        match one_shot(&grant, caps, async |c| c.query(&statement, &p, &caps).await).await {
-            Ok(rows) => {
-                self.charge(&rows);
-                Ok(Ok(to_row_set(rows)))
-            }
-            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
-        }
+        self.query_once(grant, &statement, p).await
     }
 
     async fn execute(
@@ -341,10 +333,7 @@ impl wit::HostConnection for SqlHost<'_> {
         p: Vec<Value>,
     ) -> WitResult<u64> {
         let grant = self.table.get(&this)?.grant.clone();
-        let caps = self.caps(&grant);
-        let p = params(p);
-        let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
-        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+        self.execute_once(grant, &statement, vec![params(p)]).await
     }
 
     async fn execute_batch(
@@ -354,17 +343,8 @@ impl wit::HostConnection for SqlHost<'_> {
         rows: Vec<Vec<Value>>,
     ) -> WitResult<u64> {
         let grant = self.table.get(&this)?.grant.clone();
-        let caps = self.caps(&grant);
-        let rows: Vec<_> = rows.into_iter().map(params).collect();
-        let r = one_shot(&grant, caps, async |c| {
-            let mut total = 0;
-            for p in &rows {
-                total += c.execute(&statement, p).await?;
-            }
-            Ok(total)
-        })
-        .await;
-        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+        self.execute_once(grant, &statement, rows.into_iter().map(params).collect())
+            .await
     }
 
     async fn prepare(
@@ -410,35 +390,67 @@ impl wit::HostConnection for SqlHost<'_> {
 
 impl wit::HostPrepared for SqlHost<'_> {
     async fn query(&mut self, this: Resource<Prepared>, p: Vec<Value>) -> WitResult<wit::RowSet> {
-        let (grant, statement) = {
-            let s = self.table.get(&this)?;
-            (s.grant.clone(), s.statement.clone())
-        };
-        let caps = self.caps(&grant);
-        let p = params(p);
-        match one_shot(&grant, caps, async |c| c.query(&statement, &p, &caps).await).await {
-            Ok(rows) => {
-                self.charge(&rows);
-                Ok(Ok(to_row_set(rows)))
-            }
-            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
-        }
+        let (grant, statement) = self.prepared(&this)?;
+        self.query_once(grant, &statement, p).await
     }
 
     async fn execute(&mut self, this: Resource<Prepared>, p: Vec<Value>) -> WitResult<u64> {
-        let (grant, statement) = {
-            let s = self.table.get(&this)?;
-            (s.grant.clone(), s.statement.clone())
-        };
-        let caps = self.caps(&grant);
-        let p = params(p);
-        let r = one_shot(&grant, caps, async |c| c.execute(&statement, &p).await).await;
-        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+        let (grant, statement) = self.prepared(&this)?;
+        self.execute_once(grant, &statement, vec![params(p)]).await
     }
 
     async fn drop(&mut self, this: Resource<Prepared>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
+    }
+}
+
+impl SqlHost<'_> {
+    /// A query in its own wrapping transaction; the rows count against the output cap.
+    async fn query_once(
+        &mut self,
+        grant: Arc<ModuleGrant>,
+        statement: &str,
+        p: Vec<Value>,
+    ) -> WitResult<wit::RowSet> {
+        let caps = self.caps(&grant);
+        let p = params(p);
+        let r = one_shot(&grant, caps, async |c| c.query(statement, &p, &caps).await).await;
+        Ok(self.rows_reply(&grant, r))
+    }
+
+    /// One statement for each parameter row, all in one wrapping transaction.
+    async fn execute_once(
+        &mut self,
+        grant: Arc<ModuleGrant>,
+        statement: &str,
+        rows: Vec<Vec<SqlValue>>,
+    ) -> WitResult<u64> {
+        let caps = self.caps(&grant);
+        let r = one_shot(&grant, caps, async |c| {
+            c.execute_all(statement, &rows).await
+        })
+        .await;
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+    }
+
+    fn rows_reply(
+        &mut self,
+        grant: &ModuleGrant,
+        r: Result<RowSet, CapabilityError>,
+    ) -> Result<wit::RowSet, WitError> {
+        match r {
+            Ok(rows) => {
+                self.charge(&rows);
+                Ok(to_row_set(rows))
+            }
+            Err(e) => Err(WitError::from(self.audited(grant, e))),
+        }
+    }
+
+    fn prepared(&self, this: &Resource<Prepared>) -> wasmtime::Result<(Arc<ModuleGrant>, String)> {
+        let s = self.table.get(this)?;
+        Ok((s.grant.clone(), s.statement.clone()))
     }
 }
 
@@ -495,6 +507,21 @@ impl SqlHost<'_> {
         Ok(())
     }
 
+    async fn execute_in_tx(
+        &mut self,
+        this: Resource<Transaction>,
+        statement: &str,
+        rows: Vec<Vec<SqlValue>>,
+    ) -> WitResult<u64> {
+        let grant = self.tx_grant(&this)?;
+        let r = self
+            .in_tx(&this, TxStep::Statement, async |c, _| {
+                c.execute_all(statement, &rows).await
+            })
+            .await?;
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+    }
+
     fn tx_grant(&self, this: &Resource<Transaction>) -> wasmtime::Result<Arc<ModuleGrant>> {
         Ok(self.table.get(this)?.grant.clone())
     }
@@ -509,18 +536,12 @@ impl wit::HostTransaction for SqlHost<'_> {
     ) -> WitResult<wit::RowSet> {
         let grant = self.tx_grant(&this)?;
         let p = params(p);
-        match self
+        let r = self
             .in_tx(&this, TxStep::Statement, async |c, caps| {
                 c.query(&statement, &p, caps).await
             })
-            .await?
-        {
-            Ok(rows) => {
-                self.charge(&rows);
-                Ok(Ok(to_row_set(rows)))
-            }
-            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
-        }
+            .await?;
+        Ok(self.rows_reply(&grant, r))
     }
 
     async fn execute(
@@ -529,14 +550,7 @@ impl wit::HostTransaction for SqlHost<'_> {
         statement: String,
         p: Vec<Value>,
     ) -> WitResult<u64> {
-        let grant = self.tx_grant(&this)?;
-        let p = params(p);
-        let r = self
-            .in_tx(&this, TxStep::Statement, async |c, _| {
-                c.execute(&statement, &p).await
-            })
-            .await?;
-        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+        self.execute_in_tx(this, &statement, vec![params(p)]).await
     }
 
     async fn execute_batch(
@@ -545,18 +559,8 @@ impl wit::HostTransaction for SqlHost<'_> {
         statement: String,
         rows: Vec<Vec<Value>>,
     ) -> WitResult<u64> {
-        let grant = self.tx_grant(&this)?;
-        let rows: Vec<_> = rows.into_iter().map(params).collect();
-        let r = self
-            .in_tx(&this, TxStep::Statement, async |c, _| {
-                let mut total = 0;
-                for p in &rows {
-                    total += c.execute(&statement, p).await?;
-                }
-                Ok(total)
-            })
-            .await?;
-        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
+        self.execute_in_tx(this, &statement, rows.into_iter().map(params).collect())
+            .await
     }
 
     async fn commit(&mut self, this: Resource<Transaction>) -> WitResult<()> {
