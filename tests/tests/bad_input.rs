@@ -97,3 +97,21 @@ fn memory_above_the_host_maximum_is_refused() {
         "{msg}"
     );
 }
+
+#[test]
+fn capability_imports_need_their_grants() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (guest, import, grant) in [
+        ("sql-probe", "warden:host/sql@0.1.0", "[grants.sql.<name>]"),
+        ("kv-probe", "warden:host/kv@0.1.0", "[grants.kv.<name>]"),
+    ] {
+        let msg = load(guest, &manifest_header(guest), tmp.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            msg.contains(&format!("imports {import} but the manifest has no {grant}")),
+            "{msg}"
+        );
+    }
+}
