@@ -59,6 +59,67 @@ pub enum Command {
         #[arg(long)]
         manifest: PathBuf,
     },
+    /// Serve modules: management API, HTTP ingress, cron (embedded defaults without --config).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the modules of a running server through its API.
+    Module {
+        /// The server's admin address.
+        #[arg(
+            long,
+            env = "WARDEN_SERVER",
+            default_value = "http://127.0.0.1:8081",
+            global = true
+        )]
+        server: String,
+        /// Bearer token; default: the local admin token in <data-dir>/admin.token.
+        #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
+        /// Data dir of a local server, for its admin token.
+        #[arg(long, default_value = ".warden", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a component with its manifest (validated before it is stored).
+    Upload {
+        component: PathBuf,
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Make this version the active one right away.
+        #[arg(long)]
+        activate: bool,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Versions {
+        name: String,
+    },
+    /// Hot swap to a stored version.
+    Activate {
+        name: String,
+        version: String,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 /// A failure as printed: `<module>: <what>`.
@@ -93,6 +154,25 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
             component,
             manifest,
         } => check(&component, &manifest),
+        Command::Serve { config } => {
+            let host = match &config {
+                Some(path) => HostConfig::load(path).map_err(|e| Failure {
+                    module: "warden".into(),
+                    message: e.to_string(),
+                })?,
+                None => HostConfig::default(),
+            };
+            crate::server::serve(host).await.map_err(|message| Failure {
+                module: "warden".into(),
+                message,
+            })
+        }
+        Command::Module {
+            server,
+            token,
+            data_dir,
+            command,
+        } => crate::module_cli::execute(&server, token, &data_dir, command).await,
     }
 }
 

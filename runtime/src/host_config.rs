@@ -3,9 +3,11 @@
 //! rejected by name rather than silently ignored.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warden_capability::ByteSize;
 use warden_kv::KvBackendConfig;
 use warden_sql::SqlBackendConfig;
 
@@ -27,18 +29,82 @@ pub struct HostConfig {
 pub struct ServerConfig {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// HTTP triggers (`[http] route` of each module).
+    #[serde(default = "default_ingress")]
+    pub ingress: SocketAddr,
+    /// The management API and `/metrics`.
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    /// `"sqlite"` (in the data dir) or a `postgres://` URL shared by many nodes.
+    #[serde(default = "default_registry")]
+    pub registry: String,
+    /// Bearer tokens of the management API. None: one admin token is
+    /// generated into `<data-dir>/admin.token` on first start.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Largest upload (component + manifest) the API accepts.
+    #[serde(default = "default_max_upload")]
+    pub max_upload: ByteSize,
+    /// Failed invocations in a row (traps, limit breaches) after which a
+    /// module is marked `failed` and stops serving.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// Hex sha256 of the token; the token itself is never stored.
+    pub sha256: String,
+    pub role: Role,
+}
+
+/// What a management API token may do; each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Deployer,
+    Admin,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             data_dir: default_data_dir(),
+            ingress: default_ingress(),
+            admin: default_admin(),
+            registry: default_registry(),
+            tokens: Vec::new(),
+            max_upload: default_max_upload(),
+            failure_threshold: default_failure_threshold(),
         }
     }
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".warden")
+}
+
+fn default_ingress() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+fn default_registry() -> String {
+    "sqlite".into()
+}
+
+fn default_max_upload() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_failure_threshold() -> u32 {
+    5
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod client;
 pub mod contract;
 pub mod engine;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod limits;
 pub mod linker;
 pub mod manifest;
 pub mod module;
+pub mod module_cli;
+pub mod server;
 pub mod state;
 
 pub use engine::{EngineOptions, WardenEngine};

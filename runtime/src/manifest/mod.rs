@@ -210,14 +210,8 @@ impl Manifest {
             ));
         }
         for (i, c) in self.cron.iter().enumerate() {
-            if c.schedule.split_whitespace().count() != 5 {
-                p.push(ManifestError::new(
-                    format!("cron[{i}].schedule"),
-                    format!(
-                        "{:?} must have 5 fields (min hour day month weekday)",
-                        c.schedule
-                    ),
-                ));
+            if let Err(e) = crate::server::cron::parse_schedule(&c.schedule) {
+                p.push(ManifestError::new(format!("cron[{i}].schedule"), e));
             }
         }
         for (i, s) in self.subscribe.iter().enumerate() {

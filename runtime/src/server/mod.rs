@@ -1,0 +1,162 @@
+//! `warden serve`: the registry, the management API, HTTP ingress and cron
+//! on one node. Nodes share state only through the registry.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cron;
+pub mod deployments;
+pub mod ingress;
+pub mod metrics;
+pub mod node;
+pub mod openapi;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use warden_kv::KvBackends;
+use warden_sql::{SqlBackendConfig, SqlBackends};
+
+use crate::engine::{EngineOptions, WardenEngine};
+use crate::host_config::HostConfig;
+use crate::linker::build_linker;
+use api::Api;
+use auth::Tokens;
+use deployments::Deployments;
+use metrics::Metrics;
+use node::{Host, Node};
+use registry::Registry;
+
+/// How often a node re-reads the registry to pick up changes made elsewhere.
+const SYNC_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts everything and serves until SIGINT/SIGTERM.
+pub async fn serve(mut config: HostConfig) -> Result<(), String> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let files = data_dir.join("files");
+    std::fs::create_dir_all(&files)
+        .map_err(|e| format!("cannot create {}: {e}", files.display()))?;
+    // The embedded default: every node has a local SQLite database.
+    config
+        .sql
+        .entry("local".into())
+        .or_insert_with(|| SqlBackendConfig {
+            url: format!("sqlite://{}", data_dir.join("local.db").display()),
+            max_connections: 4,
+        });
+
+    let (tokens, token_note) = if config.server.tokens.is_empty() {
+        let (t, file) = Tokens::local_admin(&data_dir)?;
+        (t, format!("admin token in {}", file.display()))
+    } else {
+        (
+            Tokens::new(&config.server.tokens)?,
+            format!("{} configured tokens", config.server.tokens.len()),
+        )
+    };
+
+    let registry = Registry::open(&config.server.registry, &data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let engine = WardenEngine::new(EngineOptions {
+        cache_dir: Some(data_dir.join("compiled")),
+        ..EngineOptions::default()
+    })
+    .map_err(|e| format!("engine: {e:#}"))?;
+    let linker = build_linker(&engine).map_err(|e| format!("linker: {e:#}"))?;
+    let host = Host {
+        engine,
+        linker,
+        sql: SqlBackends::new(&config.sql).map_err(|e| format!("invalid host config: {e}"))?,
+        kv: KvBackends::new(&config.kv).map_err(|e| format!("invalid host config: {e}"))?,
+        files,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let audit = audit::AuditLog::start(registry.clone(), metrics.clone());
+    let node = Arc::new(Node {
+        config: config.server.clone(),
+        registry,
+        deployments: Deployments::default(),
+        metrics,
+        audit,
+        host,
+    });
+
+    let started = std::time::Instant::now();
+    node.reconcile_all().await.map_err(|e| e.to_string())?;
+    let loaded = node
+        .deployments
+        .all()
+        .iter()
+        .filter(|d| d.current().is_some())
+        .count();
+
+    let ingress = TcpListener::bind(config.server.ingress)
+        .await
+        .map_err(|e| format!("server.ingress {}: {e}", config.server.ingress))?;
+    let admin = TcpListener::bind(config.server.admin)
+        .await
+        .map_err(|e| format!("server.admin {}: {e}", config.server.admin))?;
+    // Scripts and tests read these lines (ports may be chosen by the OS).
+    println!(
+        "warden: ingress http://{}",
+        ingress.local_addr().map_err(|e| e.to_string())?
+    );
+    println!(
+        "warden: admin http://{}",
+        admin.local_addr().map_err(|e| e.to_string())?
+    );
+    println!(
+        "warden: data dir {}, {token_note}, {loaded} modules loaded in {:.2?}",
+        data_dir.display(),
+        started.elapsed()
+    );
+
+    tokio::spawn(cron::run_scheduler(node.clone()));
+    tokio::spawn(sync_loop(node.clone()));
+    let api = Arc::new(Api {
+        node: node.clone(),
+        tokens,
+    });
+    let admin_server = axum::serve(admin, api::router(api)).with_graceful_shutdown(shutdown());
+    let ingress_server =
+        axum::serve(ingress, ingress::router(node)).with_graceful_shutdown(shutdown());
+    let (a, i) = tokio::join!(admin_server.into_future(), ingress_server.into_future());
+    a.and(i).map_err(|e| format!("server: {e}"))
+}
+
+async fn sync_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(SYNC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = node.reconcile_all().await {
+            tracing::warn!("registry sync: {e}");
+        }
+    }
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

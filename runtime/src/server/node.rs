@@ -1,0 +1,333 @@
+//! One `warden serve` process: the registry is the source of truth, the node
+//! loads what it says into [`Deployments`] and keeps them in step
+//! (`reconcile`), so a change made through any node reaches every node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use warden_fs::HostPaths;
+use warden_kv::KvBackends;
+use warden_sql::SqlBackends;
+use wasmtime::component::Linker;
+
+use super::audit::AuditLog;
+use super::deployments::{Deployed, Deployments, Version};
+use super::metrics::{Metrics, outcome};
+use super::registry::{ModuleRecord, ModuleState, NewAudit, Registry, RegistryError};
+use crate::engine::WardenEngine;
+use crate::error::{LoadError, RunError};
+use crate::host_config::ServerConfig;
+use crate::limits::Limits;
+use crate::manifest::Manifest;
+use crate::module::{LoadContext, LoadedModule, Output, Stdio};
+use crate::state::ModuleState as StoreState;
+
+/// Captured stdout/stderr per invocation (logged, not returned).
+const CAPTURE: usize = 64 << 10;
+
+/// Why a management operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request is wrong; every problem found is listed.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<RegistryError> for NodeError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound(m) => NodeError::NotFound(m),
+            RegistryError::Conflict(m) => NodeError::Conflict(m),
+            RegistryError::Unavailable(m) => NodeError::Unavailable(m),
+        }
+    }
+}
+
+/// What the engine needs to load modules on this node.
+pub struct Host {
+    pub engine: WardenEngine,
+    pub linker: Linker<StoreState>,
+    pub sql: SqlBackends,
+    pub kv: KvBackends,
+    /// Root of the files `[grants.fs]` may name.
+    pub files: PathBuf,
+}
+
+pub struct Node {
+    pub config: ServerConfig,
+    pub registry: Registry,
+    pub deployments: Deployments,
+    pub metrics: Arc<Metrics>,
+    pub audit: AuditLog,
+    pub host: Host,
+}
+
+/// The result of an upload.
+#[derive(Debug, serde::Serialize)]
+pub struct Uploaded {
+    pub module: String,
+    pub version: String,
+    pub sha256: String,
+    /// False when this exact version was stored already.
+    pub stored: bool,
+}
+
+/// A management state change.
+#[derive(Debug, Clone, Copy)]
+pub enum Transition {
+    Pause,
+    Resume,
+    Stop,
+}
+
+impl Node {
+    fn load(&self, bytes: &[u8], manifest: Manifest) -> Result<LoadedModule, LoadError> {
+        let version = manifest.module.version.clone();
+        let cx = LoadContext {
+            engine: &self.host.engine,
+            linker: &self.host.linker,
+            host_paths: HostPaths::ConfinedTo(self.host.files.clone()),
+            defaults: &Limits::default(),
+            audit: self.audit.for_version(&version),
+            sql: &self.host.sql,
+            kv: &self.host.kv,
+        };
+        let mut module = LoadedModule::load(&cx, bytes, manifest)?;
+        module.set_stdio(Stdio::Capture(CAPTURE));
+        Ok(module)
+    }
+
+    /// Validates everything a later activation needs, then stores the
+    /// version. Nothing is stored when anything is wrong.
+    pub async fn upload(&self, bytes: &[u8], manifest_text: &str) -> Result<Uploaded, NodeError> {
+        let manifest = Manifest::parse(manifest_text)
+            .map_err(|errs| NodeError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+        let (name, version) = (
+            manifest.module.name.clone(),
+            manifest.module.version.clone(),
+        );
+        let module = self.load(bytes, manifest).map_err(|e| match e {
+            LoadError::Manifest(p) | LoadError::Contract(p) => NodeError::Invalid(p),
+            LoadError::Invalid(m) => NodeError::Invalid(vec![format!("invalid component: {m}")]),
+            LoadError::Host(m) => NodeError::Invalid(vec![m]),
+        })?;
+        let sha256 = module.sha256().to_string();
+        let stored = self
+            .registry
+            .put_version(&name, &version, &sha256, manifest_text, bytes)
+            .await?;
+        if stored {
+            self.audit.record(NewAudit {
+                module: name.clone(),
+                version: Some(version.clone()),
+                kind: "upload".into(),
+                rule: "api".into(),
+                detail: format!("stored version {version} (sha256 {sha256})"),
+            });
+        }
+        Ok(Uploaded {
+            module: name,
+            version,
+            sha256,
+            stored,
+        })
+    }
+
+    /// Makes `version` the one new invocations get (hot swap when another
+    /// version is active: in-flight invocations finish on the old one).
+    pub async fn activate(&self, name: &str, version: &str) -> Result<(), NodeError> {
+        let loaded = self.load_version(name, version).await?;
+        if let Some(route) = loaded.module.manifest().http.as_ref().map(|h| &h.route)
+            && let Some(owner) = self.deployments.route_owner(route, name)
+        {
+            return Err(NodeError::Conflict(format!(
+                "route {route} is already served by module {owner}"
+            )));
+        }
+        self.registry
+            .set_state(name, ModuleState::Active, Some(version))
+            .await?;
+        let deployed = self.deployments.entry(name, ModuleState::Active);
+        let previous = deployed.current().map(|v| v.version.clone());
+        deployed.swap(Some(loaded));
+        deployed.set_state(ModuleState::Active);
+        self.audit.record(NewAudit {
+            module: name.into(),
+            version: Some(version.into()),
+            kind: "activate".into(),
+            rule: "api".into(),
+            detail: match previous {
+                Some(p) if p != version => format!("activated {version} (was {p})"),
+                _ => format!("activated {version}"),
+            },
+        });
+        Ok(())
+    }
+
+    pub async fn transition(&self, name: &str, t: Transition) -> Result<ModuleState, NodeError> {
+        let record = self.registry.module(name).await?;
+        let to = match (t, record.state) {
+            (Transition::Pause, ModuleState::Active) => ModuleState::Paused,
+            (Transition::Resume, ModuleState::Paused) => ModuleState::Active,
+            (Transition::Stop, ModuleState::Active | ModuleState::Paused | ModuleState::Failed) => {
+                ModuleState::Stopped
+            }
+            (t, from) => {
+                return Err(NodeError::Conflict(
+                    format!(
+                        "cannot {t:?} module {name} while it is {}; activate a version first",
+                        from.as_str()
+                    )
+                    .to_lowercase(),
+                ));
+            }
+        };
+        self.registry.set_state(name, to, None).await?;
+        let updated = ModuleRecord {
+            state: to,
+            ..record
+        };
+        self.reconcile(&updated).await;
+        self.audit.record(NewAudit {
+            module: name.into(),
+            version: updated.active_version.clone(),
+            kind: "state".into(),
+            rule: "api".into(),
+            detail: format!("{:?}: now {}", t, to.as_str()).to_lowercase(),
+        });
+        Ok(to)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), NodeError> {
+        self.registry.delete(name).await?;
+        self.deployments.remove(name);
+        self.audit.record(NewAudit {
+            module: name.into(),
+            version: None,
+            kind: "delete".into(),
+            rule: "api".into(),
+            detail: "module and its versions deleted".into(),
+        });
+        Ok(())
+    }
+
+    async fn load_version(&self, name: &str, version: &str) -> Result<Arc<Version>, NodeError> {
+        let record = self.registry.version(name, version).await?;
+        let bytes = self.registry.blob(&record.sha256).await?;
+        let manifest = Manifest::parse(&record.manifest)
+            .map_err(|e| NodeError::Invalid(e.iter().map(|e| e.to_string()).collect()))?;
+        let module = self
+            .load(&bytes, manifest)
+            .map_err(|e| NodeError::Invalid(vec![e.to_string()]))?;
+        Ok(Arc::new(Version {
+            version: version.to_string(),
+            module,
+        }))
+    }
+
+    /// Brings this node in line with the registry for every module.
+    pub async fn reconcile_all(&self) -> Result<(), NodeError> {
+        let records = self.registry.modules().await?;
+        for record in &records {
+            self.reconcile(record).await;
+        }
+        for deployed in self.deployments.all() {
+            if !records.iter().any(|r| r.name == deployed.name) {
+                self.deployments.remove(&deployed.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads, swaps or unloads one module as its registry record says.
+    pub async fn reconcile(&self, record: &ModuleRecord) {
+        let deployed = self.deployments.entry(&record.name, record.state);
+        let wanted = match record.state {
+            ModuleState::Active | ModuleState::Paused => record.active_version.as_deref(),
+            ModuleState::Uploaded | ModuleState::Stopped | ModuleState::Failed => None,
+        };
+        let loaded = deployed.current().map(|v| v.version.clone());
+        if wanted != loaded.as_deref() {
+            match wanted {
+                Some(version) => match self.load_version(&record.name, version).await {
+                    Ok(v) => deployed.swap(Some(v)),
+                    Err(e) => {
+                        tracing::error!(module = %record.name, version, "cannot load: {e}");
+                        deployed.swap(None);
+                        deployed.set_state(ModuleState::Failed);
+                        return;
+                    }
+                },
+                None => deployed.swap(None),
+            }
+        }
+        deployed.set_state(record.state);
+    }
+
+    /// Bookkeeping after an invocation: metrics, logs, and the failure
+    /// threshold that takes a misbehaving module out of service.
+    pub async fn after_invocation(
+        &self,
+        deployed: &Deployed,
+        version: &Version,
+        trigger: &'static str,
+        started: Instant,
+        result: Result<&Output, &RunError>,
+    ) {
+        let name = &deployed.name;
+        self.metrics.invocation(
+            name,
+            trigger,
+            outcome(&result.map(|_| ())),
+            started.elapsed(),
+        );
+        match result {
+            Ok(out) => {
+                deployed.succeeded();
+                log_output(name, out);
+            }
+            Err(RunError::Failed(msg)) => {
+                // The guest ran and answered with an error: not a sandbox failure.
+                tracing::info!(module = %name, trigger, "guest returned an error: {msg}");
+            }
+            Err(e) => {
+                tracing::warn!(module = %name, trigger, "{e}");
+                if deployed.failed_once(self.config.failure_threshold) {
+                    let detail = format!(
+                        "{} failed invocations in a row, last: {e}",
+                        self.config.failure_threshold
+                    );
+                    tracing::error!(module = %name, "marked failed: {detail}");
+                    deployed.set_state(ModuleState::Failed);
+                    if let Err(e) = self
+                        .registry
+                        .set_state(name, ModuleState::Failed, None)
+                        .await
+                    {
+                        tracing::error!(module = %name, "cannot record failed state: {e}");
+                    }
+                    self.audit.record(NewAudit {
+                        module: name.clone(),
+                        version: Some(version.version.clone()),
+                        kind: "failed".into(),
+                        rule: "failure-threshold".into(),
+                        detail,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn log_output(module: &str, out: &Output) {
+    for line in out.stdout.lines().chain(out.stderr.lines()) {
+        tracing::info!(target: "warden::guest", module, "{line}");
+    }
+}

@@ -1,0 +1,387 @@
+//! The registry: module versions (content-addressed components, stored
+//! once), their manifests, each module's state and active version, and the
+//! audit log. SQLite by default, PostgreSQL for many nodes; the same queries
+//! run on both through sqlx's `Any` driver.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        RegistryError::Unavailable(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// Where a module is in its life (DESIGN.md, "Module states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleState {
+    Uploaded,
+    Active,
+    Paused,
+    Stopped,
+    Failed,
+}
+
+impl ModuleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleState::Uploaded => "uploaded",
+            ModuleState::Active => "active",
+            ModuleState::Paused => "paused",
+            ModuleState::Stopped => "stopped",
+            ModuleState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "uploaded" => ModuleState::Uploaded,
+            "active" => ModuleState::Active,
+            "paused" => ModuleState::Paused,
+            "stopped" => ModuleState::Stopped,
+            "failed" => ModuleState::Failed,
+            other => {
+                return Err(RegistryError::Unavailable(format!(
+                    "registry holds an unknown module state {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleRecord {
+    pub name: String,
+    pub state: ModuleState,
+    pub active_version: Option<String>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRecord {
+    pub module: String,
+    pub version: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub manifest: String,
+    pub uploaded_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub module: String,
+    pub version: Option<String>,
+    pub kind: String,
+    pub rule: String,
+    pub detail: String,
+}
+
+/// What a new audit row says.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub module: String,
+    pub version: Option<String>,
+    pub kind: String,
+    pub rule: String,
+    pub detail: String,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    pool: AnyPool,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn migrator(postgres: bool) -> Migrator {
+    let sql = if postgres {
+        include_str!("../../migrations/postgres/0001_registry.sql")
+    } else {
+        include_str!("../../migrations/sqlite/0001_registry.sql")
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("registry"),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+impl Registry {
+    /// `registry` is `"sqlite"` (a file in the data dir) or a `postgres://` URL.
+    pub async fn open(registry: &str, data_dir: &Path) -> Result<Self> {
+        install_default_drivers();
+        let (url, postgres) = if registry == "sqlite" {
+            let file = data_dir.join("registry.db");
+            (format!("sqlite://{}?mode=rwc", file.display()), false)
+        } else if registry.starts_with("postgres://") || registry.starts_with("postgresql://") {
+            (registry.to_string(), true)
+        } else {
+            return Err(RegistryError::Unavailable(format!(
+                "server.registry must be \"sqlite\" or a postgres:// URL, not {registry:?}"
+            )));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 8 } else { 1 })
+            .connect(&url)
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("cannot open {url}: {e}")))?;
+        migrator(postgres)
+            .run(&pool)
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("migrating the registry: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Stores a version (and its component, once per sha256). The same
+    /// version uploaded again with the same bytes and manifest is a no-op;
+    /// with different ones it is a conflict: versions are immutable.
+    pub async fn put_version(
+        &self,
+        module: &str,
+        version: &str,
+        sha256: &str,
+        manifest: &str,
+        bytes: &[u8],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) =
+            sqlx::query("SELECT sha256, manifest FROM versions WHERE module = $1 AND version = $2")
+                .bind(module)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+        {
+            let (old_sha, old_manifest): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            if old_sha == sha256 && old_manifest == manifest {
+                return Ok(false);
+            }
+            return Err(RegistryError::Conflict(format!(
+                "{module} {version} is already stored with a different component or manifest; versions are immutable, bump [module] version"
+            )));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO modules (name, state, active_version, updated_at) VALUES ($1, 'uploaded', NULL, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(module)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO versions (module, version, sha256, manifest, uploaded_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(module)
+        .bind(version)
+        .bind(sha256)
+        .bind(manifest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn modules(&self) -> Result<Vec<ModuleRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, state, active_version, updated_at FROM modules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(module_record).collect()
+    }
+
+    pub async fn module(&self, name: &str) -> Result<ModuleRecord> {
+        let row = sqlx::query(
+            "SELECT name, state, active_version, updated_at FROM modules WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound(format!("no module named {name:?}")))?;
+        module_record(&row)
+    }
+
+    pub async fn versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
+        let rows = sqlx::query(
+            "SELECT module, version, sha256, manifest, uploaded_at FROM versions WHERE module = $1 ORDER BY uploaded_at, version",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_record).collect()
+    }
+
+    pub async fn version(&self, name: &str, version: &str) -> Result<VersionRecord> {
+        let row = sqlx::query(
+            "SELECT module, version, sha256, manifest, uploaded_at FROM versions WHERE module = $1 AND version = $2",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| RegistryError::NotFound(format!("{name} has no version {version:?}")))?;
+        version_record(&row)
+    }
+
+    pub async fn blob(&self, sha256: &str) -> Result<Vec<u8>> {
+        let row = sqlx::query("SELECT bytes FROM blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("no component {sha256}")))?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Sets state and, when given, the active version.
+    pub async fn set_state(
+        &self,
+        name: &str,
+        state: ModuleState,
+        active_version: Option<&str>,
+    ) -> Result<()> {
+        let done = match active_version {
+            Some(v) => sqlx::query(
+                "UPDATE modules SET state = $1, active_version = $2, updated_at = $3 WHERE name = $4",
+            )
+            .bind(state.as_str())
+            .bind(v)
+            .bind(now_ms())
+            .bind(name),
+            None => sqlx::query("UPDATE modules SET state = $1, updated_at = $2 WHERE name = $3")
+                .bind(state.as_str())
+                .bind(now_ms())
+                .bind(name),
+        }
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NotFound(format!("no module named {name:?}")));
+        }
+        Ok(())
+    }
+
+    /// Removes a module and its versions; components no other version uses go too.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM versions WHERE module = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM modules WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NotFound(format!("no module named {name:?}")));
+        }
+        sqlx::query("DELETE FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM versions)")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_audit(&self, e: &NewAudit) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, module, version, kind, rule, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(now_ms())
+        .bind(&e.module)
+        .bind(e.version.as_deref())
+        .bind(&e.kind)
+        .bind(&e.rule)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest last; at most `limit` rows.
+    pub async fn audit(
+        &self,
+        module: Option<&str>,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, at, module, version, kind, rule, detail FROM audit
+             WHERE ($1 IS NULL OR module = $1) AND at >= $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(module)
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    module: r.try_get(2)?,
+                    version: r.try_get(3)?,
+                    kind: r.try_get(4)?,
+                    rule: r.try_get(5)?,
+                    detail: r.try_get(6)?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn module_record(row: &sqlx::any::AnyRow) -> Result<ModuleRecord> {
+    let state: String = row.try_get(1)?;
+    Ok(ModuleRecord {
+        name: row.try_get(0)?,
+        state: ModuleState::parse(&state)?,
+        active_version: row.try_get(2)?,
+        updated_at: row.try_get(3)?,
+    })
+}
+
+fn version_record(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        module: row.try_get(0)?,
+        version: row.try_get(1)?,
+        sha256: row.try_get(2)?,
+        manifest: row.try_get(3)?,
+        uploaded_at: row.try_get(4)?,
+    })
+}
