@@ -107,9 +107,12 @@ impl LoadedModule {
                     body: data,
                 })
             };
-            let (handled, collected) = tokio::join!(handle, collect);
-            handled.map_err(InstanceError::Call)?;
-            Ok(collected?)
+            // A trap ends the wait for a response that will never come (the
+            // outparam lives in the store until it is dropped).
+            let handle = async { handle.await.map_err(InstanceError::Call) };
+            let collect = async { collect.await.map_err(InstanceError::Run) };
+            let ((), response) = tokio::try_join!(handle, collect)?;
+            Ok(response)
         })
         .await
     }

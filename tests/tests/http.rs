@@ -66,3 +66,18 @@ async fn task_modules_are_not_http_handlers() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_handler_that_traps_is_a_trap_not_a_wait_for_the_timeout() {
+    // The response outparam lives in the store: waiting for it after the
+    // handler trapped used to last until `timeout`, reported as a timeout.
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "{}[limits]\ntimeout = \"30s\"\n[http]\nroute = \"/f\"\n",
+        manifest_header("http-faulty")
+    );
+    let (module, _) = load("http-faulty", &manifest, tmp.path()).unwrap();
+    let request = http::Request::get("/f/trap").body(Bytes::new()).unwrap();
+    let err = module.handle_http(request).await.unwrap_err();
+    assert!(matches!(&err, RunError::Trap(_)), "{err}");
+}

@@ -113,7 +113,9 @@ impl Node {
             manifest.module.name.clone(),
             manifest.module.version.clone(),
         );
-        let module = self.load(bytes, manifest).map_err(|e| match e {
+        // Compiling takes a while: keep this worker's other tasks moving.
+        let module = tokio::task::block_in_place(|| self.load(bytes, manifest));
+        let module = module.map_err(|e| match e {
             LoadError::Manifest(p) | LoadError::Contract(p) => NodeError::Invalid(p),
             LoadError::Invalid(m) => NodeError::Invalid(vec![format!("invalid component: {m}")]),
             LoadError::Host(m) => NodeError::Invalid(vec![m]),
@@ -223,8 +225,7 @@ impl Node {
         let bytes = self.registry.blob(&record.sha256).await?;
         let manifest = Manifest::parse(&record.manifest)
             .map_err(|e| NodeError::Invalid(e.iter().map(|e| e.to_string()).collect()))?;
-        let module = self
-            .load(&bytes, manifest)
+        let module = tokio::task::block_in_place(|| self.load(&bytes, manifest))
             .map_err(|e| NodeError::Invalid(vec![e.to_string()]))?;
         Ok(Arc::new(Version {
             version: version.to_string(),

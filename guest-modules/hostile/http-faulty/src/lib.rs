@@ -1,0 +1,41 @@
+//! An HTTP module that misbehaves on request, for server tests:
+//! `…/slow?ms=N` answers after N ms, `…/trap` panics (a trap), anything
+//! else answers with its `[config] greeting` (which tells versions apart).
+
+use std::time::Duration;
+
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+struct HttpFaulty;
+
+impl wasi::exports::http::incoming_handler::Guest for HttpFaulty {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let greeting = warden_sdk::config::get("greeting")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "none".into());
+        if path.contains("/trap") {
+            panic!("asked to trap");
+        }
+        if let Some(ms) = path.split("ms=").nth(1) {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
+            .expect("valid header");
+        let response = OutgoingResponse::new(headers);
+        let body = response.body().expect("body taken once");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("stream taken once");
+        stream
+            .blocking_write_and_flush(greeting.as_bytes())
+            .expect("writing the body");
+        drop(stream);
+        OutgoingBody::finish(body, None).expect("finishing the body");
+    }
+}
+
+wasi::http::proxy::export!(HttpFaulty);

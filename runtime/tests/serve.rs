@@ -1,0 +1,678 @@
+//! `warden serve` over real HTTP, as real processes: upload, hot swap,
+//! rejections, auth, failing modules, restart, cron, two nodes on one
+//! PostgreSQL registry.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use warden_runtime::client::Client;
+use warden_runtime::server::auth::sha256_hex;
+
+const ADMIN: &str = "test-admin-token-3f9a";
+const DEPLOYER: &str = "test-deployer-token-77c1";
+const VIEWER: &str = "test-viewer-token-a0b2";
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-modules/target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `just build-guests`", path.display()))
+}
+
+/// A manifest for the http-faulty guest under `route`.
+fn faulty_manifest(name: &str, version: &str, greeting: &str, route: &str) -> String {
+    format!(
+        "[module]\nname = \"{name}\"\nversion = \"{version}\"\n\n[limits]\ntimeout = \"5s\"\n\n[http]\nroute = \"{route}\"\n\n[config]\ngreeting = \"{greeting}\"\n"
+    )
+}
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    ingress: String,
+    admin: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `warden serve` with its data in `dir`; `extra` is appended
+    /// to the `[server]` table.
+    fn start(dir: &Path, extra: &str) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("warden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ndata-dir = \"data\"\ningress = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n\
+                 [[server.tokens]]\nname = \"admin\"\nsha256 = \"{}\"\nrole = \"admin\"\n\
+                 [[server.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nrole = \"deployer\"\n\
+                 [[server.tokens]]\nname = \"dash\"\nsha256 = \"{}\"\nrole = \"viewer\"\n",
+                sha256_hex(ADMIN),
+                sha256_hex(DEPLOYER),
+                sha256_hex(VIEWER)
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!(
+            "stderr-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("WARDEN_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting warden serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut ingress, mut admin) = (None, None);
+        while ingress.is_none() || admin.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "warden serve did not start: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
+            if let Some(a) = line.strip_prefix("warden: ingress http://") {
+                ingress = Some(a.to_string());
+            }
+            if let Some(a) = line.strip_prefix("warden: admin http://") {
+                admin = Some(a.to_string());
+            }
+        }
+        Server {
+            child,
+            dir: dir.to_path_buf(),
+            ingress: ingress.unwrap(),
+            admin: admin.unwrap(),
+            log,
+        }
+    }
+
+    fn client(&self, token: &str) -> Client {
+        Client::new(&format!("http://{}", self.admin), token.into()).unwrap()
+    }
+
+    async fn upload(
+        &self,
+        component: &[u8],
+        manifest: &str,
+        activate: bool,
+    ) -> Result<Value, String> {
+        let path = if activate {
+            "/v1/modules?activate=true"
+        } else {
+            "/v1/modules"
+        };
+        self.client(DEPLOYER)
+            .post_multipart(
+                path,
+                &[
+                    ("component", "c.wasm", component),
+                    ("manifest", "warden.toml", manifest.as_bytes()),
+                ],
+            )
+            .await
+            .map_err(|e| e.0)
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to end.
+    fn stop(mut self) -> PathBuf {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plain HTTP/1.1 request; returns status and body.
+async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = sender
+        .send_request(
+            req.body(Full::new(bytes::Bytes::copy_from_slice(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, None, b"").await
+}
+
+async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_keeps_in_flight_calls_on_the_old_version_and_rolls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let faulty = guest("http-faulty");
+    s.upload(
+        &faulty,
+        &faulty_manifest("shop", "1.0.0", "v1", "/shop"),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(&s.ingress, "/shop").await, (200, "v1".into()));
+
+    // A slow call starts on v1 …
+    let ingress = s.ingress.clone();
+    let slow = tokio::spawn(async move { get(&ingress, "/shop/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // … v2 is uploaded and activated while it runs …
+    let up = s
+        .upload(
+            &faulty,
+            &faulty_manifest("shop", "2.0.0", "v2", "/shop"),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(up["stored"], json!(true));
+    assert_eq!(get(&s.ingress, "/shop/x").await, (200, "v2".into()));
+    // … and still finishes on v1, not dropped.
+    assert_eq!(slow.await.unwrap(), (200, "v1".into()));
+
+    // Rollback is an activation of the old version.
+    let deployer = s.client(DEPLOYER);
+    deployer
+        .post_json("/v1/modules/shop/activate", &json!({"version": "1.0.0"}))
+        .await
+        .unwrap();
+    assert_eq!(get(&s.ingress, "/shop").await, (200, "v1".into()));
+
+    let versions = s
+        .client(VIEWER)
+        .get("/v1/modules/shop/versions")
+        .await
+        .unwrap();
+    let versions = versions["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    // Same component bytes: one blob, two versions.
+    assert_eq!(versions[0]["sha256"], versions[1]["sha256"]);
+
+    // Re-uploading a stored version with other content is refused.
+    let err = s
+        .upload(
+            &faulty,
+            &faulty_manifest("shop", "1.0.0", "changed", "/shop"),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("409") && err.contains("immutable"), "{err}");
+
+    // Pause → not served; resume → served again.
+    deployer
+        .post_json("/v1/modules/shop/pause", &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(get(&s.ingress, "/shop").await.0, 404);
+    deployer
+        .post_json("/v1/modules/shop/resume", &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(get(&s.ingress, "/shop").await, (200, "v1".into()));
+
+    let audit = s.client(VIEWER).get("/v1/audit?module=shop").await.unwrap();
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "upload", "activate", "upload", "activate", "activate", "state", "state"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_validated_and_rejections_list_every_problem_storing_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "max-upload = \"4 MiB\"");
+
+    let err = s
+        .upload(
+            b"\0asm not really",
+            &faulty_manifest("junk", "1.0.0", "x", "/junk"),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("422") && err.contains("invalid component"),
+        "{err}"
+    );
+
+    // Imports beyond the grants: the net probe without [grants.net].
+    let err = s
+        .upload(
+            &guest("net-probe"),
+            "[module]\nname = \"prober\"\nversion = \"1.0.0\"\n",
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("422") && err.contains("wasi:sockets"), "{err}");
+
+    // A trigger without its export: a task module with an [http] route.
+    let err = s
+        .upload(
+            &guest("hello"),
+            &faulty_manifest("hello", "1.0.0", "x", "/h"),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("wasi:http/incoming-handler"), "{err}");
+
+    // A bad manifest: every problem, each naming its key.
+    let err = s
+        .upload(
+            &guest("hello"),
+            "[module]\nname = \"Bad Name\"\nversion = \"one\"\n[limits]\nmemory = \"1 KiB\"\n[[cron]]\nschedule = \"every minute\"\n",
+            false,
+        )
+        .await
+        .unwrap_err();
+    for key in [
+        "module.name",
+        "module.version",
+        "limits.memory",
+        "cron[0].schedule",
+    ] {
+        assert!(err.contains(key), "{key} missing in: {err}");
+    }
+
+    // Missing form fields.
+    let err = s
+        .client(DEPLOYER)
+        .post_multipart("/v1/modules", &[("manifest", "warden.toml", b"x")])
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.contains("400") && err.0.contains("component"),
+        "{}",
+        err.0
+    );
+
+    // Over max-upload.
+    let big = vec![0u8; 5 << 20];
+    let err = s
+        .upload(&big, &faulty_manifest("big", "1.0.0", "x", "/big"), false)
+        .await
+        .unwrap_err();
+    assert!(err.contains("413"), "{err}");
+
+    let list = s.client(VIEWER).get("/v1/modules").await.unwrap();
+    assert_eq!(list["modules"], json!([]), "nothing stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_needs_a_token_with_the_right_role_and_never_logs_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    assert_eq!(http(&s.admin, "GET", "/v1/modules", None, b"").await.0, 401);
+    assert_eq!(
+        http(&s.admin, "GET", "/v1/modules", Some("wrong"), b"")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(http(&s.admin, "GET", "/metrics", None, b"").await.0, 401);
+    assert_eq!(
+        http(&s.admin, "GET", "/v1/modules", Some(VIEWER), b"")
+            .await
+            .0,
+        200
+    );
+    let err = s
+        .client(VIEWER)
+        .post_multipart("/v1/modules", &[("component", "c.wasm", b"x")])
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("403"), "{}", err.0);
+    let err = s
+        .client(VIEWER)
+        .post_json("/v1/modules/x/activate", &json!({"version": "1"}))
+        .await
+        .unwrap_err();
+    assert!(err.0.contains("403"), "{}", err.0);
+    // The document lists every route without a token.
+    let (status, doc) = http(&s.admin, "GET", "/v1/openapi.json", None, b"").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    for r in warden_runtime::server::openapi::ROUTES {
+        assert!(
+            doc["paths"][r.path][r.method].is_object(),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    s.upload(
+        &guest("http-faulty"),
+        &faulty_manifest("t", "1.0.0", "x", "/t"),
+        true,
+    )
+    .await
+    .unwrap();
+    let stderr = s.stderr();
+    assert!(
+        stderr.contains("DEBUG") || stderr.contains("INFO"),
+        "debug logs were on"
+    );
+    for token in [ADMIN, DEPLOYER, VIEWER] {
+        assert!(!stderr.contains(token), "token in the log");
+    }
+    let config = std::fs::read_to_string(tmp.path().join("warden.toml")).unwrap();
+    assert!(!config.contains(ADMIN), "only hashes are configured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_of_the_api_all_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    for r in warden_runtime::server::openapi::ROUTES {
+        let path = r.path.replace("{name}", "nobody");
+        let (status, body) =
+            http(&s.admin, &r.method.to_uppercase(), &path, Some(ADMIN), b"").await;
+        // Unknown module or missing body, but never "no such route".
+        assert!(
+            status != 405 && !(status == 404 && body.is_empty()),
+            "{} {path}: {status} {body}",
+            r.method
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_keeps_trapping_goes_failed_while_others_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "failure-threshold = 3");
+    let faulty = guest("http-faulty");
+    s.upload(
+        &faulty,
+        &faulty_manifest("bad", "1.0.0", "bad", "/bad"),
+        true,
+    )
+    .await
+    .unwrap();
+    s.upload(
+        &faulty,
+        &faulty_manifest("good", "1.0.0", "good", "/good"),
+        true,
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let (status, body) = get(&s.ingress, "/bad/trap").await;
+        assert_eq!(status, 500, "{body}");
+        assert!(body.contains("trap"), "{body}");
+    }
+    assert_eq!(
+        get(&s.ingress, "/bad").await.0,
+        404,
+        "a failed module is out of service"
+    );
+    assert_eq!(get(&s.ingress, "/good").await, (200, "good".into()));
+
+    let viewer = s.client(VIEWER);
+    let detail = viewer.get("/v1/modules/bad").await.unwrap();
+    assert_eq!(detail["state"], "failed");
+    let (status, _) = http(&s.admin, "GET", "/v1/modules/bad/health", Some(VIEWER), b"").await;
+    assert_eq!(status, 503);
+    let (status, _) = http(
+        &s.admin,
+        "GET",
+        "/v1/modules/good/health",
+        Some(VIEWER),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    eventually("trap and failed events in the audit log", async || {
+        let audit = viewer.get("/v1/audit?module=bad").await.unwrap();
+        let kinds: Vec<String> = audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        kinds.iter().filter(|k| *k == "trap").count() == 3 && kinds.contains(&"failed".into())
+    })
+    .await;
+    let metrics = http(&s.admin, "GET", "/metrics", Some(VIEWER), b"").await.1;
+    assert!(
+        metrics.contains(
+            "warden_invocations_total{module=\"bad\",trigger=\"http\",outcome=\"trap\"} 3"
+        ),
+        "{metrics}"
+    );
+    // Activating again takes it back into service.
+    s.client(DEPLOYER)
+        .post_json("/v1/modules/bad/activate", &json!({"version": "1.0.0"}))
+        .await
+        .unwrap();
+    assert_eq!(get(&s.ingress, "/bad").await, (200, "bad".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_states_and_audit_survive_a_restart_without_recompiling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let faulty = guest("http-faulty");
+    s.upload(&faulty, &faulty_manifest("a", "1.0.0", "a1", "/a"), true)
+        .await
+        .unwrap();
+    s.upload(&faulty, &faulty_manifest("a", "1.1.0", "a2", "/a"), true)
+        .await
+        .unwrap();
+    s.upload(&faulty, &faulty_manifest("b", "1.0.0", "b", "/b"), true)
+        .await
+        .unwrap();
+    s.client(DEPLOYER)
+        .post_json("/v1/modules/b/pause", &Value::Null)
+        .await
+        .unwrap();
+    let before = s.client(VIEWER).get("/v1/modules").await.unwrap();
+    let audit_before = s.client(VIEWER).get("/v1/audit").await.unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    let cache = tmp.path().join("data/compiled");
+    let cached = cache_listing(&cache);
+    assert!(!cached.is_empty());
+    let dir = s.stop();
+
+    let s = Server::start(&dir, "");
+    assert_eq!(s.client(VIEWER).get("/v1/modules").await.unwrap(), before);
+    assert_eq!(get(&s.ingress, "/a").await, (200, "a2".into()));
+    assert_eq!(get(&s.ingress, "/b").await.0, 404, "still paused");
+    let audit_after = s.client(VIEWER).get("/v1/audit").await.unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(audit_after, audit_before);
+    assert_eq!(
+        cache_listing(&cache),
+        cached,
+        "the compile cache was reused, not rewritten"
+    );
+}
+
+fn cache_listing(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_schedules_call_the_task_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    s.upload(
+        &guest("hello"),
+        "[module]\nname = \"ticker\"\nversion = \"1.0.0\"\n[[cron]]\nschedule = \"* * * * * *\"\n[config]\ngreeting = \"tick\"\nname = \"cron\"\n",
+        true,
+    )
+    .await
+    .unwrap();
+    eventually("two cron runs", async || {
+        let metrics = http(&s.admin, "GET", "/metrics", Some(VIEWER), b"").await.1;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "warden_invocations_total{module=\"ticker\",trigger=\"cron\",outcome=\"ok\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|n| n >= 2)
+    })
+    .await;
+    assert!(
+        s.stderr().contains("tick, cron"),
+        "the guest's output is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_registry_serve_the_same_modules() {
+    use sqlx::Connection;
+    let db = format!("warden_registry_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (tests/services.sh starts it)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let registry = format!("registry = \"postgres://postgres@127.0.0.1:5432/{db}\"");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Server::start(&tmp.path().join("a"), &registry);
+    let b = Server::start(&tmp.path().join("b"), &registry);
+    let faulty = guest("http-faulty");
+    a.upload(
+        &faulty,
+        &faulty_manifest("shared", "1.0.0", "one", "/s"),
+        true,
+    )
+    .await
+    .unwrap();
+    eventually("node b serves what node a activated", async || {
+        get(&b.ingress, "/s").await == (200, "one".into())
+    })
+    .await;
+    // An activation on b reaches a.
+    b.upload(
+        &faulty,
+        &faulty_manifest("shared", "2.0.0", "two", "/s"),
+        true,
+    )
+    .await
+    .unwrap();
+    eventually("node a swaps to what node b activated", async || {
+        get(&a.ingress, "/s").await == (200, "two".into())
+    })
+    .await;
+    b.client(DEPLOYER)
+        .post_json("/v1/modules/shared/stop", &Value::Null)
+        .await
+        .unwrap();
+    eventually("node a stops serving", async || {
+        get(&a.ingress, "/s").await.0 == 404
+    })
+    .await;
+    drop((a, b));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
