@@ -19,8 +19,17 @@ build-guests: setup
 build:
     cargo build --release -p warden-runtime
 
-# The main job: build the example modules and run them sandboxed.
+# The main job: warden serve on embedded defaults, the examples uploaded
+# through the API and exercised; the server keeps running (Ctrl-C stops it).
 demo: build-guests build
+    bash guest-modules/examples/serve-demo.sh
+
+# A server on embedded defaults (data in ./.warden), or with a host config.
+serve *args: build
+    ${CARGO_TARGET_DIR:-target}/release/warden serve {{args}}
+
+# Each example once with `warden run`, plus a few refusals.
+run-examples: build-guests build
     #!/usr/bin/env bash
     set -euo pipefail
     warden="${CARGO_TARGET_DIR:-target}/release/warden"

@@ -1,18 +1,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use warden_runtime::cli::{Cli, execute};
+use warden_runtime::cli::{Cli, Command, execute};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server reports what it does; one-shot commands stay quiet.
+    let default = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match execute(Cli::parse()).await {
+    match execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // The contract: exactly one line on stderr naming module and rule.

@@ -1,5 +1,8 @@
-//! A to-do list in SQL: its own `api` export for `warden run --invoke`, and
-//! the `task` export printing the list. Works on SQLite and PostgreSQL.
+//! A to-do list in SQL: its own `api` export for `warden run --invoke`, the
+//! `task` export printing the list, and an HTTP handler for `warden serve`.
+//! Works on SQLite and PostgreSQL.
+
+mod http;
 
 use warden_sdk::sql::{Connection, Transaction, Value};
 use warden_sdk::{Error, Task};
