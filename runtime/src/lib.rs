@@ -10,6 +10,7 @@ pub mod error;
 pub mod host_config;
 pub mod http;
 pub mod invoke;
+pub mod lifecycle;
 pub mod limits;
 pub mod linker;
 pub mod manifest;

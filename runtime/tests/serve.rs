@@ -676,3 +676,53 @@ async fn two_nodes_on_one_postgres_registry_serve_the_same_modules() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_gate_activation_report_health_and_see_versions_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let faulty = guest("http-faulty");
+    s.upload(
+        &faulty,
+        &faulty_manifest("life", "1.0.0", "v1", "/life"),
+        true,
+    )
+    .await
+    .unwrap();
+    let health = s
+        .client(VIEWER)
+        .get("/v1/modules/life/health")
+        .await
+        .unwrap();
+    assert_eq!(health["check"], "ok");
+
+    // init refuses: the activation fails, the running version keeps serving.
+    let refusing =
+        faulty_manifest("life", "2.0.0", "v2", "/life") + "fail-init = \"no database\"\n";
+    let err = s.upload(&faulty, &refusing, true).await.unwrap_err();
+    assert!(
+        err.contains("lifecycle init failed") && err.contains("no database"),
+        "{err}"
+    );
+    assert_eq!(get(&s.ingress, "/life").await, (200, "v1".into()));
+
+    // health from the guest: 503 with its reason.
+    let sick = faulty_manifest("life", "3.0.0", "v3", "/life") + "unhealthy = \"disk full\"\n";
+    s.upload(&faulty, &sick, true).await.unwrap();
+    let (status, body) = http(
+        &s.admin,
+        "GET",
+        "/v1/modules/life/health",
+        Some(VIEWER),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("disk full"), "{body}");
+
+    // The replaced versions got their shutdown call.
+    eventually("shutdown hooks in the log", async || {
+        s.stderr().matches("shutting down").count() >= 1
+    })
+    .await;
+}

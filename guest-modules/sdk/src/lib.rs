@@ -42,10 +42,30 @@ pub mod task {
     });
 }
 
+/// The optional `lifecycle` export. Use [`export_lifecycle!`].
+#[doc(hidden)]
+pub mod lifecycle {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "warden:module/lifecycle-module",
+        with: {
+            "wasi:config/store@0.2.0-rc.1": crate::bindings::wasi::config::store,
+            "warden:host/types@0.1.0": crate::bindings::warden::host::types,
+            "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
+            "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_lifecycle",
+        default_bindings_module: "warden_sdk::lifecycle",
+    });
+}
+
 pub mod config;
 
 pub use bindings::warden::host::kv;
 pub use bindings::warden::host::sql;
 pub use bindings::warden::host::types::Error;
+pub use lifecycle::export_lifecycle;
+pub use lifecycle::exports::warden::module::lifecycle::Guest as Lifecycle;
 pub use task::export_task;
 pub use task::exports::warden::module::task::Guest as Task;

@@ -18,6 +18,7 @@ use super::auth::Tokens;
 use super::node::{Node, NodeError, Transition};
 use super::openapi;
 use crate::host_config::Role;
+use crate::lifecycle::Hook;
 
 pub struct Api {
     pub node: Arc<Node>,
@@ -303,9 +304,19 @@ async fn health(State(api): Shared, Path(name): Path<String>) -> Result<Response
         .module(&name)
         .await
         .map_err(NodeError::from)?;
-    let live = api.node.deployments.get(&name);
-    let serving = live.as_ref().and_then(|d| d.serving()).is_some();
-    let status = if serving {
+    let live = api.node.deployments.get(&name).and_then(|d| d.serving());
+    let serving = live.is_some();
+    // The guest's own check, when it has one.
+    let check = match &live {
+        Some(v) => match v.module.call_hook(Hook::Health).await {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e.to_string())),
+        },
+        None => None,
+    };
+    let healthy = serving && !matches!(check, Some(Err(_)));
+    let status = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -317,6 +328,12 @@ async fn health(State(api): Shared, Path(name): Path<String>) -> Result<Response
             "state": record.state,
             "active_version": record.active_version,
             "serving": serving,
+            "healthy": healthy,
+            "check": match check {
+                None => Value::Null,
+                Some(Ok(())) => json!("ok"),
+                Some(Err(e)) => json!(e),
+            },
         })),
     )
         .into_response())

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
 
@@ -18,6 +18,8 @@ pub struct Deployed {
     current: ArcSwapOption<Version>,
     /// Failed invocations in a row; reset by a success or an activation.
     failures: AtomicU32,
+    /// The version that could not be loaded here, if any.
+    load_failed: Mutex<Option<String>>,
     /// Held while a cron run is in progress: runs of one module never overlap.
     pub cron_running: Arc<tokio::sync::Mutex<()>>,
 }
@@ -48,9 +50,24 @@ impl Deployed {
         self.current.load_full()
     }
 
-    pub fn swap(&self, version: Option<Arc<Version>>) {
+    /// Installs `version`, returning the one it replaces.
+    pub fn swap(&self, version: Option<Arc<Version>>) -> Option<Arc<Version>> {
         self.failures.store(0, Ordering::Relaxed);
-        self.current.store(version);
+        *self.load_failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.current.swap(version)
+    }
+
+    /// True when loading `version` failed before on this node.
+    pub fn load_failed(&self, version: &str) -> bool {
+        self.load_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            == Some(version)
+    }
+
+    pub fn set_load_failed(&self, version: &str) {
+        *self.load_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(version.to_string());
     }
 
     /// Counts one failed invocation; true when this one reached `threshold`.
@@ -84,6 +101,7 @@ impl Deployments {
                     current: ArcSwapOption::empty(),
                     failures: AtomicU32::new(0),
                     cron_running: Arc::default(),
+                    load_failed: Mutex::default(),
                 })
             })
             .clone()

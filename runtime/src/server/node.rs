@@ -18,6 +18,7 @@ use super::registry::{ModuleRecord, ModuleState, NewAudit, Registry, RegistryErr
 use crate::engine::WardenEngine;
 use crate::error::{LoadError, RunError};
 use crate::host_config::ServerConfig;
+use crate::lifecycle::Hook;
 use crate::limits::Limits;
 use crate::manifest::Manifest;
 use crate::module::{LoadContext, LoadedModule, Output, Stdio};
@@ -158,7 +159,7 @@ impl Node {
             .await?;
         let deployed = self.deployments.entry(name, ModuleState::Active);
         let previous = deployed.current().map(|v| v.version.clone());
-        deployed.swap(Some(loaded));
+        retire(deployed.swap(Some(loaded)));
         deployed.set_state(ModuleState::Active);
         self.audit.record(NewAudit {
             module: name.into(),
@@ -227,6 +228,11 @@ impl Node {
             .map_err(|e| NodeError::Invalid(e.iter().map(|e| e.to_string()).collect()))?;
         let module = tokio::task::block_in_place(|| self.load(&bytes, manifest))
             .map_err(|e| NodeError::Invalid(vec![e.to_string()]))?;
+        if let Err(e) = module.call_hook(Hook::Init).await {
+            return Err(NodeError::Invalid(vec![format!(
+                "{name} {version}: lifecycle init failed: {e}"
+            )]));
+        }
         Ok(Arc::new(Version {
             version: version.to_string(),
             module,
@@ -257,16 +263,19 @@ impl Node {
         let loaded = deployed.current().map(|v| v.version.clone());
         if wanted != loaded.as_deref() {
             match wanted {
+                // Tried and failed already: do not retry (and re-log) every sync.
+                Some(version) if deployed.load_failed(version) => return,
                 Some(version) => match self.load_version(&record.name, version).await {
-                    Ok(v) => deployed.swap(Some(v)),
+                    Ok(v) => retire(deployed.swap(Some(v))),
                     Err(e) => {
                         tracing::error!(module = %record.name, version, "cannot load: {e}");
-                        deployed.swap(None);
+                        retire(deployed.swap(None));
+                        deployed.set_load_failed(version);
                         deployed.set_state(ModuleState::Failed);
                         return;
                     }
                 },
-                None => deployed.swap(None),
+                None => retire(deployed.swap(None)),
             }
         }
         deployed.set_state(record.state);
@@ -324,6 +333,17 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// Calls `shutdown` on a version that no longer takes new invocations.
+fn retire(old: Option<Arc<Version>>) {
+    if let Some(old) = old.filter(|v| v.module.has_lifecycle()) {
+        tokio::spawn(async move {
+            if let Err(e) = old.module.call_hook(Hook::Shutdown).await {
+                tracing::warn!(module = %old.module.name(), version = %old.version, "shutdown hook: {e}");
+            }
+        });
     }
 }
 

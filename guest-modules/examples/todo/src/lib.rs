@@ -118,5 +118,20 @@ impl Task for Todo {
     }
 }
 
+/// Under `warden serve`: the table exists before the first request, and
+/// health means the database answers.
+impl warden_sdk::Lifecycle for Todo {
+    fn init() -> Result<(), String> {
+        db().map(drop)
+    }
+
+    fn health() -> Result<(), String> {
+        db()?.query("SELECT 1", &[]).map_err(describe).map(drop)
+    }
+
+    fn shutdown() {}
+}
+
 export!(Todo);
 warden_sdk::export_task!(Todo);
+warden_sdk::export_lifecycle!(Todo);

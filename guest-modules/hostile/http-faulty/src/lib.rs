@@ -1,6 +1,7 @@
 //! An HTTP module that misbehaves on request, for server tests:
 //! `…/slow?ms=N` answers after N ms, `…/trap` panics (a trap), anything
 //! else answers with its `[config] greeting` (which tells versions apart).
+//! Lifecycle hooks fail when `[config] fail-init` / `unhealthy` are set.
 
 use std::time::Duration;
 
@@ -38,4 +39,25 @@ impl wasi::exports::http::incoming_handler::Guest for HttpFaulty {
     }
 }
 
+impl warden_sdk::Lifecycle for HttpFaulty {
+    fn init() -> Result<(), String> {
+        match warden_sdk::config::get("fail-init").ok().flatten() {
+            Some(why) => Err(format!("refusing to start: {why}")),
+            None => Ok(()),
+        }
+    }
+
+    fn health() -> Result<(), String> {
+        match warden_sdk::config::get("unhealthy").ok().flatten() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown() {
+        println!("shutting down");
+    }
+}
+
 wasi::http::proxy::export!(HttpFaulty);
+warden_sdk::export_lifecycle!(HttpFaulty);
