@@ -274,7 +274,7 @@ async fn hot_swap_keeps_in_flight_calls_on_the_old_version_and_rolls_back() {
         .post_json("/v1/modules/shop/pause", &Value::Null)
         .await
         .unwrap();
-    assert_eq!(get(&s.ingress, "/shop").await.0, 404);
+    assert_eq!(get(&s.ingress, "/shop").await.0, 503, "paused");
     deployer
         .post_json("/v1/modules/shop/resume", &Value::Null)
         .await
@@ -482,7 +482,7 @@ async fn a_module_that_keeps_trapping_goes_failed_while_others_serve() {
     }
     assert_eq!(
         get(&s.ingress, "/bad").await.0,
-        404,
+        503,
         "a failed module is out of service"
     );
     assert_eq!(get(&s.ingress, "/good").await, (200, "good".into()));
@@ -559,7 +559,7 @@ async fn modules_states_and_audit_survive_a_restart_without_recompiling() {
     let s = Server::start(&dir, "");
     assert_eq!(s.client(VIEWER).get("/v1/modules").await.unwrap(), before);
     assert_eq!(get(&s.ingress, "/a").await, (200, "a2".into()));
-    assert_eq!(get(&s.ingress, "/b").await.0, 404, "still paused");
+    assert_eq!(get(&s.ingress, "/b").await.0, 503, "still paused");
     let audit_after = s.client(VIEWER).get("/v1/audit").await.unwrap()["events"]
         .as_array()
         .unwrap()
@@ -725,4 +725,24 @@ async fn lifecycle_hooks_gate_activation_report_health_and_see_versions_out() {
         s.stderr().matches("shutting down").count() >= 1
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_answers_rate_with_429_and_timeout_with_504() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let manifest = "[module]\nname = \"limited\"\nversion = \"1.0.0\"\n[limits]\ntimeout = \"300ms\"\nrate = \"3/s\"\n[http]\nroute = \"/l\"\n[config]\ngreeting = \"ok\"\n";
+    s.upload(&guest("http-faulty"), manifest, true)
+        .await
+        .unwrap();
+    let (status, body) = get(&s.ingress, "/l/slow?ms=3000").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(&s.ingress, "/l").await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (_, body) = http(&s.admin, "GET", "/metrics", Some(VIEWER), b"").await;
+    assert!(body.contains("outcome=\"limit:rate\""), "{body}");
 }

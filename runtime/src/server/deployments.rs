@@ -141,6 +141,17 @@ impl Deployments {
         best.map(|(_, d, v)| (d, v))
     }
 
+    /// A loaded module that owns `path` but does not serve now (paused, failed).
+    pub fn resting(&self, path: &str) -> Option<(String, ModuleState)> {
+        self.read().values().find_map(|d| {
+            let state = d.state();
+            let v = d.current()?;
+            let route = &v.module.manifest().http.as_ref()?.route;
+            (state != ModuleState::Active && route_matches(route, path))
+                .then(|| (d.name.clone(), state))
+        })
+    }
+
     /// Another module that serves `route` already, if any.
     pub fn route_owner(&self, route: &str, except: &str) -> Option<String> {
         let map = self.read();

@@ -24,6 +24,12 @@ pub fn router(node: Arc<Node>) -> Router {
 async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let Some((deployed, version)) = node.deployments.route(&path) else {
+        if let Some((name, state)) = node.deployments.resting(&path) {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{name}: module is {}", state.as_str()),
+            );
+        }
         return plain(StatusCode::NOT_FOUND, format!("no module serves {path}"));
     };
     let (parts, body) = request.into_parts();

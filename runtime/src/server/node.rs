@@ -257,8 +257,12 @@ impl Node {
     pub async fn reconcile(&self, record: &ModuleRecord) {
         let deployed = self.deployments.entry(&record.name, record.state);
         let wanted = match record.state {
-            ModuleState::Active | ModuleState::Paused => record.active_version.as_deref(),
-            ModuleState::Uploaded | ModuleState::Stopped | ModuleState::Failed => None,
+            // Paused and failed versions stay loaded (not serving): their
+            // routes answer 503, and resume/health need no reload.
+            ModuleState::Active | ModuleState::Paused | ModuleState::Failed => {
+                record.active_version.as_deref()
+            }
+            ModuleState::Uploaded | ModuleState::Stopped => None,
         };
         let loaded = deployed.current().map(|v| v.version.clone());
         if wanted != loaded.as_deref() {
