@@ -33,12 +33,20 @@ echo "== upload the examples through the API (validated, stored by sha256, activ
 "$warden" module upload $guests/http_hello.wasm --manifest $examples/http-hello/warden.toml --activate
 "$warden" module upload $guests/todo.wasm --manifest $examples/todo/warden.toml --activate
 "$warden" module upload $guests/hello.wasm --manifest $examples/hello/warden.toml --activate
+"$warden" module upload $guests/event_log.wasm --manifest $examples/event-log/warden.toml --activate
 "$warden" module list
 
 echo "== HTTP through the ingress"
 curl -sS -X POST http://127.0.0.1:8080/hello/demo -d ping; echo
 curl -sS -X POST http://127.0.0.1:8080/todo -d "try warden serve" >/dev/null
 curl -sS http://127.0.0.1:8080/todo
+
+echo "== an event: todo published todo.added, event-log (subscribed) handled it"
+for _ in $(seq 1 50); do
+  grep -q "event-log: todo.added" "$log" && break
+  sleep 0.1
+done
+grep -m1 "event-log: todo.added" "$log" || echo "   (not delivered yet)"
 
 echo "== a cron tick (hello runs every 10 s; its output goes to the log)"
 for _ in $(seq 1 150); do

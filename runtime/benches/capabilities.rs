@@ -68,6 +68,7 @@ fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModu
         audit: Arc::new(LogAudit),
         sql,
         kv,
+        events: Arc::new(warden_events::NoBus),
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load lookup")
 }

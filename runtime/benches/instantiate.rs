@@ -43,6 +43,7 @@ fn load(pooling: bool) -> LoadedModule {
         audit: Arc::new(LogAudit),
         sql: &warden_sql::SqlBackends::default(),
         kv: &warden_kv::KvBackends::default(),
+        events: std::sync::Arc::new(warden_events::NoBus),
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");
     module.set_stdio(Stdio::Capture(1024));

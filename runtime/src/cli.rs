@@ -333,6 +333,7 @@ fn load(
         audit: Arc::new(audit.clone()),
         sql: &sql,
         kv: &kv,
+        events: Arc::new(warden_events::NoBus),
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
     Ok((module, audit, engine))

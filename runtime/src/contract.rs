@@ -9,6 +9,8 @@ use crate::manifest::Manifest;
 
 /// The export interface of tasks (`warden run`, `[[cron]]`).
 pub const TASK_EXPORT: &str = "warden:module/task";
+/// The export interface of `[[subscribe]]` modules.
+pub const MESSAGE_EXPORT: &str = "warden:module/message-handler";
 /// The export interface of `[http]` modules.
 pub const HTTP_EXPORT: &str = "wasi:http/incoming-handler";
 
@@ -25,6 +27,8 @@ enum Need {
     Sql,
     /// Only with a `[grants.kv.<name>]`.
     Kv,
+    /// Only with `[grants.events]`.
+    Events,
 }
 
 fn classify(interface: &str) -> Option<Need> {
@@ -38,6 +42,7 @@ fn classify(interface: &str) -> Option<Need> {
             "types" => Some(Need::Baseline),
             "sql" => Some(Need::Sql),
             "kv" => Some(Need::Kv),
+            "events" => Some(Need::Events),
             _ => None,
         },
         "wasi:sockets" => match name {
@@ -107,6 +112,10 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
             Some(Need::Kv) => problems.push(format!(
                 "imports {import} but the manifest has no [grants.kv.<name>]"
             )),
+            Some(Need::Events) if manifest.grants.events.is_some() => {}
+            Some(Need::Events) => problems.push(format!(
+                "imports {import} but the manifest has no [grants.events]"
+            )),
             None => problems.push(format!(
                 "imports {import}, which this warden does not provide"
             )),
@@ -126,6 +135,9 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
     }
     if !manifest.cron.is_empty() && !shape.exports_interface(TASK_EXPORT) {
         problems.push(format!("[[cron]] needs the export {TASK_EXPORT}"));
+    }
+    if !manifest.subscribe.is_empty() && !shape.exports_interface(MESSAGE_EXPORT) {
+        problems.push(format!("[[subscribe]] needs the export {MESSAGE_EXPORT}"));
     }
     if shape.exports.is_empty() {
         problems.push("exports no interface: nothing can call it".to_string());

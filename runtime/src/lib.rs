@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod linker;
 pub mod manifest;
+pub mod message;
 pub mod module;
 pub mod module_cli;
 pub mod server;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
+use warden_events::{EventBus, EventsModule};
 use warden_fs::{HostPaths, ResolvedDir};
 use warden_kv::{KvBackends, KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
@@ -48,6 +49,7 @@ pub struct LoadedModule {
     net: Arc<NetPolicy>,
     sql: Arc<SqlModule>,
     kv: Arc<KvModule>,
+    events: Arc<EventsModule>,
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
@@ -68,6 +70,8 @@ pub struct LoadContext<'a> {
     pub sql: &'a SqlBackends,
     /// The host's Redis backends (shared connections).
     pub kv: &'a KvBackends,
+    /// Where `warden:host/events` publishes go.
+    pub events: Arc<dyn EventBus>,
 }
 
 impl LoadedModule {
@@ -139,6 +143,12 @@ impl LoadedModule {
             max_handles: limits.max_handles,
             max_stack: cx.engine.options().max_wasm_stack,
         };
+        let events = Arc::new(EventsModule::new(
+            &manifest.module.name,
+            manifest.grants.events.clone(),
+            cx.events.clone(),
+            cx.audit.clone(),
+        ));
         Ok(Self {
             manifest,
             sha256: compiled.sha256,
@@ -147,6 +157,7 @@ impl LoadedModule {
             net,
             sql: Arc::new(sql),
             kv: Arc::new(kv),
+            events,
             config,
             pre,
             task_run,
@@ -298,6 +309,12 @@ impl LoadedModule {
         match result {
             Ok(r) => Ok((r, pipes.map(|p| p.output()).unwrap_or_default())),
             Err(e) => {
+                // What the guest printed before failing is what explains it.
+                if let Some(out) = pipes.map(|p| p.output()) {
+                    for line in out.stdout.lines().chain(out.stderr.lines()) {
+                        tracing::info!(target: "warden::guest", module = self.name(), "{line}");
+                    }
+                }
                 self.audit_failure(&e);
                 Err(e)
             }
@@ -336,6 +353,7 @@ impl LoadedModule {
             limiter: Limiter::new(&self.limits),
             sql: SqlCtx::new(self.sql.clone(), self.limits.max_output.0),
             kv: KvCtx::new(self.kv.clone(), self.limits.max_output.0),
+            events: self.events.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -396,7 +414,7 @@ pub(crate) fn charge_output(max: crate::manifest::ByteSize, bytes: usize) -> Res
 }
 
 /// The exported name of `interface` with the version the component uses.
-fn versioned_export(shape: &ComponentShape, interface: &str) -> String {
+pub(crate) fn versioned_export(shape: &ComponentShape, interface: &str) -> String {
     shape
         .exports
         .iter()

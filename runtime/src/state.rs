@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use warden_events::{EventsModule, EventsView};
 use warden_kv::{KvCtx, KvHost, KvView};
 use warden_net::{GrantedHttpHooks, NetPolicy, NetView};
 use warden_sql::{SqlCtx, SqlHost, SqlView};
@@ -22,6 +23,7 @@ pub struct ModuleState {
     pub(crate) limiter: Limiter,
     pub(crate) sql: SqlCtx,
     pub(crate) kv: KvCtx,
+    pub(crate) events: Arc<EventsModule>,
 }
 
 impl WasiView for ModuleState {
@@ -64,5 +66,11 @@ impl KvView for ModuleState {
             ctx: &mut self.kv,
             table: &mut self.table,
         }
+    }
+}
+
+impl EventsView for ModuleState {
+    fn events(&mut self) -> &EventsModule {
+        &self.events
     }
 }

@@ -746,3 +746,134 @@ async fn ingress_answers_rate_with_429_and_timeout_with_504() {
     let (_, body) = http(&s.admin, "GET", "/metrics", Some(VIEWER), b"").await;
     assert!(body.contains("outcome=\"limit:rate\""), "{body}");
 }
+
+fn probe_manifest(name: &str, extra: &str) -> String {
+    format!(
+        "[module]\nname = \"{name}\"\nversion = \"1.0.0\"\n[http]\nroute = \"/{name}\"\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_only_between_granted_modules_with_retries_and_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let probe = guest("event-probe");
+    // Publisher: may publish orders.* only.
+    s.upload(
+        &probe,
+        &probe_manifest("pub", "[grants.events]\npublish = [\"orders.*\"]\n"),
+        true,
+    )
+    .await
+    .unwrap();
+    // Subscriber of orders.created, with a dead-letter topic that a third module reads.
+    s.upload(
+        &probe,
+        &probe_manifest(
+            "sub",
+            "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.created\"\nmax-retries = 2\ndead-letter = \"orders.dlq\"\n",
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    s.upload(
+        &probe,
+        &probe_manifest(
+            "dlq",
+            "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.dlq\"\n",
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+
+    let (status, body) = http(&s.ingress, "POST", "/pub/orders.created", None, b"hello").await;
+    assert_eq!((status, body.as_str()), (200, "published"));
+    eventually("the subscriber handled it", async || {
+        s.stderr()
+            .contains("handled orders.created hello attempt 1 [warden-from=pub]")
+    })
+    .await;
+
+    // Outside the grant: denied, audited, nobody receives it.
+    let (status, body) = http(&s.ingress, "POST", "/pub/payments.created", None, b"x").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("grants.events.publish"), "{body}");
+    // A module without [grants.events] cannot even be uploaded importing events …
+    let err = s
+        .upload(&probe, &probe_manifest("rogue", ""), false)
+        .await
+        .unwrap_err();
+    assert!(err.contains("[grants.events]"), "{err}");
+
+    // A failing handler: 1 + max-retries attempts, then the dead-letter topic with the error.
+    let (status, _) = http(&s.ingress, "POST", "/pub/orders.created", None, b"fail").await;
+    assert_eq!(status, 200);
+    eventually("third attempt and the dead letter", async || {
+        let log = s.stderr();
+        log.contains("handled orders.created fail attempt 3")
+            && log.contains("handled orders.dlq fail attempt 1")
+            && log.contains("warden-error=failed: asked to fail")
+            && log.contains("warden-original-topic=orders.created")
+    })
+    .await;
+    assert!(!s.stderr().contains("handled orders.created fail attempt 4"));
+
+    let audit = s.client(VIEWER).get("/v1/audit").await.unwrap();
+    let kinds: Vec<(String, String)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["module"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("pub".into(), "denied".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("sub".into(), "dead-letter".into())),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_need_the_handler_export_and_a_known_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let err = s
+        .upload(
+            &guest("http-faulty"),
+            &probe_manifest(
+                "nohandler",
+                "[[subscribe]]\nsource = \"events\"\ntopic = \"t\"\n",
+            ),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("warden:module/message-handler"), "{err}");
+    let err = s
+        .upload(
+            &guest("event-probe"),
+            &probe_manifest(
+                "loop",
+                "[grants.events]\npublish = [\"t\"]\n[[subscribe]]\nsource = \"events\"\ntopic = \"t\"\ndead-letter = \"t\"\n[[subscribe]]\nsource = \"kafka:x\"\ntopic = \"*\"\n",
+            ),
+            false,
+        )
+        .await
+        .unwrap_err();
+    for expected in [
+        "subscribe[0].dead-letter",
+        "subscribe[1].source",
+        "subscribe[1].topic",
+    ] {
+        assert!(err.contains(expected), "{expected} missing in {err}");
+    }
+}

@@ -105,6 +105,7 @@ pub fn load_with_backends(
         audit: Arc::new(audit.clone()),
         sql,
         kv,
+        events: Arc::new(warden_events::NoBus),
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;
     module.set_stdio(Stdio::Capture(1 << 20));

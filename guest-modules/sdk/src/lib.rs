@@ -35,10 +35,30 @@ pub mod task {
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
             "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/events@0.1.0": crate::bindings::warden::host::events,
         },
         pub_export_macro: true,
         export_macro_name: "export_task",
         default_bindings_module: "warden_sdk::task",
+    });
+}
+
+/// The `message-handler` export of `[[subscribe]]` modules. Use [`export_message_handler!`].
+#[doc(hidden)]
+pub mod message {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "warden:module/message-module",
+        with: {
+            "wasi:config/store@0.2.0-rc.1": crate::bindings::wasi::config::store,
+            "warden:host/types@0.1.0": crate::bindings::warden::host::types,
+            "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
+            "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/events@0.1.0": crate::bindings::warden::host::events,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_message_handler",
+        default_bindings_module: "warden_sdk::message",
     });
 }
 
@@ -53,6 +73,7 @@ pub mod lifecycle {
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
             "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/events@0.1.0": crate::bindings::warden::host::events,
         },
         pub_export_macro: true,
         export_macro_name: "export_lifecycle",
@@ -62,10 +83,13 @@ pub mod lifecycle {
 
 pub mod config;
 
+pub use bindings::warden::host::events;
 pub use bindings::warden::host::kv;
 pub use bindings::warden::host::sql;
 pub use bindings::warden::host::types::Error;
 pub use lifecycle::export_lifecycle;
 pub use lifecycle::exports::warden::module::lifecycle::Guest as Lifecycle;
+pub use message::export_message_handler;
+pub use message::exports::warden::module::message_handler::{Guest as MessageHandler, Message};
 pub use task::export_task;
 pub use task::exports::warden::module::task::Guest as Task;

@@ -3,9 +3,11 @@
 
 mod audit;
 mod error;
+mod glob;
 mod units;
 pub mod wit;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
+pub use glob::{check_globs, glob_matches};
 pub use units::{ByteSize, HumanDuration, Rate};

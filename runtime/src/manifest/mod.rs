@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use warden_events::EventsGrant;
 use warden_fs::FsGrants;
 use warden_kv::KvGrant;
 use warden_net::NetGrant;
@@ -90,6 +91,7 @@ pub struct Grants {
     pub sql: BTreeMap<String, SqlGrant>,
     #[serde(default)]
     pub kv: BTreeMap<String, KvGrant>,
+    pub events: Option<EventsGrant>,
 }
 
 /// `[config]` values; non-strings are passed to the guest in TOML syntax.
@@ -215,13 +217,32 @@ impl Manifest {
             }
         }
         for (i, s) in self.subscribe.iter().enumerate() {
-            p.push(ManifestError::new(
-                format!("subscribe[{i}]"),
-                format!(
-                    "message source {:?}: message triggers are not available in this warden yet",
-                    s.source
-                ),
-            ));
+            if s.source != "events" {
+                p.push(ManifestError::new(
+                    format!("subscribe[{i}].source"),
+                    format!(
+                        "message source {:?}: only \"events\" is available in this warden yet",
+                        s.source
+                    ),
+                ));
+            }
+            if s.topic.is_empty() || s.topic.contains('*') {
+                p.push(ManifestError::new(
+                    format!("subscribe[{i}].topic"),
+                    format!("{:?} must be one topic name", s.topic),
+                ));
+            }
+            if s.dead_letter.as_deref() == Some(s.topic.as_str()) {
+                p.push(ManifestError::new(
+                    format!("subscribe[{i}].dead-letter"),
+                    "must differ from the topic (a poison message would loop)",
+                ));
+            }
+        }
+        if let Some(events) = &self.grants.events
+            && let Err(e) = events.check()
+        {
+            p.push(ManifestError::new("grants.events.publish", e));
         }
         if let Some(net) = &self.grants.net
             && let Err(e) = net.endpoints()

@@ -18,6 +18,8 @@ pub struct Deployed {
     current: ArcSwapOption<Version>,
     /// Failed invocations in a row; reset by a success or an activation.
     failures: AtomicU32,
+    /// Events queued for this module and not yet handled (see `bus`).
+    pub backlog: Arc<tokio::sync::Semaphore>,
     /// The version that could not be loaded here, if any.
     load_failed: Mutex<Option<String>>,
     /// Held while a cron run is in progress: runs of one module never overlap.
@@ -102,6 +104,7 @@ impl Deployments {
                     failures: AtomicU32::new(0),
                     cron_running: Arc::default(),
                     load_failed: Mutex::default(),
+                    backlog: Arc::new(tokio::sync::Semaphore::new(super::bus::BACKLOG)),
                 })
             })
             .clone()

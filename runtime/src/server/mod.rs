@@ -4,6 +4,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bus;
 pub mod cron;
 pub mod deployments;
 pub mod ingress;
@@ -77,6 +78,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     };
     let metrics = Arc::new(Metrics::default());
     let audit = audit::AuditLog::start(registry.clone(), metrics.clone());
+    let bus = Arc::new(bus::Bus::default());
     let node = Arc::new(Node {
         config: config.server.clone(),
         registry,
@@ -84,7 +86,9 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         metrics,
         audit,
         host,
+        bus: bus.clone(),
     });
+    bus.attach(&node);
 
     let started = std::time::Instant::now();
     node.reconcile_all().await.map_err(|e| e.to_string())?;

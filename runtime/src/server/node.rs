@@ -68,6 +68,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
     pub host: Host,
+    /// The in-process event bus modules publish to.
+    pub bus: Arc<dyn warden_events::EventBus>,
 }
 
 /// The result of an upload.
@@ -99,6 +101,7 @@ impl Node {
             audit: self.audit.for_version(&version),
             sql: &self.host.sql,
             kv: &self.host.kv,
+            events: self.bus.clone(),
         };
         let mut module = LoadedModule::load(&cx, bytes, manifest)?;
         module.set_stdio(Stdio::Capture(CAPTURE));

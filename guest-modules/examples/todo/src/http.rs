@@ -38,8 +38,15 @@ impl wasi::exports::http::incoming_handler::Guest for Todo {
                 let title = String::from_utf8_lossy(&read_body(request))
                     .trim()
                     .to_string();
-                match Todo::add(title) {
-                    Ok(id) => (201, format!("{id}\n")),
+                match Todo::add(title.clone()) {
+                    Ok(id) => {
+                        // Tell subscribers; the to-do is stored either way.
+                        if let Err(e) = warden_sdk::events::publish("todo.added", title.as_bytes())
+                        {
+                            eprintln!("todo.added not published: {e:?}");
+                        }
+                        (201, format!("{id}\n"))
+                    }
                     Err(e) => (400, e),
                 }
             }
