@@ -22,7 +22,10 @@ impl LoadedModule {
     pub async fn handle_message(&self, message: &Message) -> Result<Output, RunError> {
         let component = self.component();
         let index = component
-            .get_export_index(None, versioned_export(self.shape(), MESSAGE_EXPORT).as_str())
+            .get_export_index(
+                None,
+                versioned_export(self.shape(), MESSAGE_EXPORT).as_str(),
+            )
             .and_then(|iface| component.get_export_index(Some(&iface), "handle"))
             .ok_or_else(|| {
                 RunError::Host(format!("the component does not export {MESSAGE_EXPORT}"))

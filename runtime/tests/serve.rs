@@ -354,6 +354,20 @@ async fn uploads_are_validated_and_rejections_list_every_problem_storing_nothing
         assert!(err.contains(key), "{key} missing in: {err}");
     }
 
+    // A bad manifest and a bad component: both reported at once.
+    let err = s
+        .upload(
+            b"not wasm",
+            "[module]\nname = \"x\"\nversion = \"?\"\n",
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("module.version") && err.contains("invalid component"),
+        "{err}"
+    );
+
     // Missing form fields.
     let err = s
         .client(DEPLOYER)

@@ -111,8 +111,17 @@ impl Node {
     /// Validates everything a later activation needs, then stores the
     /// version. Nothing is stored when anything is wrong.
     pub async fn upload(&self, bytes: &[u8], manifest_text: &str) -> Result<Uploaded, NodeError> {
-        let manifest = Manifest::parse(manifest_text)
-            .map_err(|errs| NodeError::Invalid(errs.iter().map(|e| e.to_string()).collect()))?;
+        let manifest = match Manifest::parse(manifest_text) {
+            Ok(m) => m,
+            Err(errs) => {
+                // Report the component's own problems in the same answer.
+                let mut problems: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                if let Err(e) = tokio::task::block_in_place(|| self.host.engine.compile(bytes)) {
+                    problems.push(e.to_string());
+                }
+                return Err(NodeError::Invalid(problems));
+            }
+        };
         let (name, version) = (
             manifest.module.name.clone(),
             manifest.module.version.clone(),
