@@ -122,6 +122,9 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
 
     tokio::spawn(cron::run_scheduler(node.clone()));
     tokio::spawn(sync_loop(node.clone()));
+    if let Some(url) = node.registry.postgres_url() {
+        tokio::spawn(listen_loop(node.clone(), url.to_string()));
+    }
     let api = Arc::new(Api {
         node: node.clone(),
         tokens,
@@ -140,6 +143,35 @@ async fn sync_loop(node: Arc<Node>) {
         tick.tick().await;
         if let Err(e) = node.reconcile_all().await {
             tracing::warn!("registry sync: {e}");
+        }
+    }
+}
+
+/// PostgreSQL registry: reconcile as soon as another node announces a
+/// change (the periodic sync stays as the safety net).
+async fn listen_loop(node: Arc<Node>, url: String) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("registry LISTEN: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(registry::CHANGES_CHANNEL).await {
+            tracing::warn!("registry LISTEN: {e}; retrying");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        // recv() reconnects by itself; an error here means it gave up.
+        while let Ok(n) = listener.recv().await {
+            match node.registry.module(n.payload()).await {
+                Ok(record) => node.reconcile(&record).await,
+                Err(_) => {
+                    let _ = node.reconcile_all().await;
+                }
+            }
         }
     }
 }

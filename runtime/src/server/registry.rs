@@ -111,7 +111,12 @@ pub struct NewAudit {
 #[derive(Clone)]
 pub struct Registry {
     pool: AnyPool,
+    /// Set for a PostgreSQL registry: nodes hear about changes through NOTIFY.
+    postgres_url: Option<String>,
 }
+
+/// The channel nodes LISTEN on; the payload is the module name.
+pub const CHANGES_CHANNEL: &str = "warden_registry";
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -157,7 +162,26 @@ impl Registry {
             .run(&pool)
             .await
             .map_err(|e| RegistryError::Unavailable(format!("migrating the registry: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            postgres_url: postgres.then_some(url),
+        })
+    }
+
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres_url.as_deref()
+    }
+
+    /// Tells the other nodes (PostgreSQL only) that `module` changed.
+    async fn notify(&self, module: &str) -> Result<()> {
+        if self.postgres_url.is_some() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(module)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stores a version (and its component, once per sha256). The same
@@ -292,7 +316,7 @@ impl Registry {
         if done.rows_affected() == 0 {
             return Err(RegistryError::NotFound(format!("no module named {name:?}")));
         }
-        Ok(())
+        self.notify(name).await
     }
 
     /// Removes a module and its versions; components no other version uses go too.
@@ -313,7 +337,7 @@ impl Registry {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        self.notify(name).await
     }
 
     pub async fn record_audit(&self, e: &NewAudit) -> Result<()> {
