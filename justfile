@@ -74,3 +74,4 @@ bench: build-guests
     cargo bench -p warden-runtime --bench instantiate
     bash tests/services.sh
     cargo bench -p warden-runtime --bench capabilities
+    cargo bench -p warden-runtime --bench serve

@@ -172,6 +172,16 @@ async fn main() {
     println!(
         "ingress http-hello: {rps:.0} req/s, p50 {p50:.2?}, p99 {p99:.2?} ({requests} requests, {concurrency} connections)"
     );
+    match wasmtime_serve_baseline(requests, concurrency).await {
+        Some((base_rps, base_p50, base_p99)) => println!(
+            "wasmtime serve http-hello: {base_rps:.0} req/s, p50 {base_p50:.2?}, p99 {base_p99:.2?}; warden/wasmtime throughput {:.2}x, p99 {:.2}x",
+            rps / base_rps,
+            base_p99.as_secs_f64() / p99.as_secs_f64()
+        ),
+        None => println!(
+            "wasmtime serve: not installed (cargo install wasmtime-cli --version ^48), no baseline"
+        ),
+    }
 
     // Many registered modules: the same component under 1,000 names (stored once).
     let faulty = guest("http_faulty");
@@ -211,6 +221,46 @@ async fn main() {
     let body = get_body(&server.ingress, &format!("/m{}", modules - 1)).await;
     assert_eq!(body, format!("m{}", modules - 1));
     server.stop();
+}
+
+/// The same component and load through `wasmtime serve` (wasmtime-cli 48).
+async fn wasmtime_serve_baseline(
+    requests: usize,
+    concurrency: usize,
+) -> Option<(f64, Duration, Duration)> {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-modules/target/wasm32-wasip2/release/http_hello.wasm");
+    let addr = "127.0.0.1:18093";
+    let mut child = Command::new("wasmtime")
+        .args([
+            "serve",
+            "-S",
+            "cli",
+            "-S",
+            "config",
+            "-S",
+            "config-var=greeting=Hello",
+            "--addr",
+            addr,
+        ])
+        .arg(&wasm)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    load(addr, "/hello/warm", 2000, concurrency).await;
+    let result = load(addr, "/hello/bench", requests, concurrency).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(result)
 }
 
 async fn get_body(addr: &str, path: &str) -> String {
