@@ -654,3 +654,73 @@ async fn sqlite_cannot_reach_other_files() {
         );
     }
 }
+
+#[tokio::test]
+async fn read_only_calls_leave_no_session_state_or_locks_behind() {
+    let f = Fixture::with_pool(Backend::Postgres, 1);
+    // A read-only guest changes a session setting and takes a session lock …
+    for sql in [
+        "SELECT set_config('search_path', 'pg_catalog', false) AS s",
+        "SELECT pg_advisory_lock(4242)::text AS l",
+    ] {
+        f.probe(
+            "access = \"read-only\"",
+            &format!("op = \"query\"\nsql = '''{sql}'''\nparams = '''[]'''"),
+        )
+        .await
+        .unwrap();
+    }
+    // … the next user of the only connection sees neither.
+    let path = f
+        .rw("query", "SELECT current_setting('search_path') AS p", "[]")
+        .await
+        .unwrap();
+    assert!(!path.contains("pg_catalog"), "{path}");
+    let locks = f
+        .rw(
+            "query",
+            "SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242",
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert_eq!(locks, "n\ni64:0\n");
+}
+
+#[tokio::test]
+async fn mariadb_session_and_user_variables_do_not_reach_the_next_module() {
+    let f = Fixture::with_pool(Backend::MariaDb, 1);
+    for access in ["read-only", "read-write"] {
+        f.probe(
+            &format!("access = \"{access}\""),
+            "op = \"query\"\nsql = '''SELECT @secret := 'from-another-module' AS s'''\nparams = '''[]'''",
+        )
+        .await
+        .unwrap();
+        let seen = f
+            .rw(
+                "query",
+                "SELECT CAST(COALESCE(@secret, 'none') AS CHAR) AS s",
+                "[]",
+            )
+            .await
+            .unwrap();
+        assert!(!seen.contains("from-another-module"), "{access}: {seen}");
+    }
+    f.rw(
+        "execute",
+        "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'",
+        "[]",
+    )
+    .await
+    .unwrap();
+    let mode = f
+        .rw(
+            "query",
+            "SELECT CAST(@@SESSION.sql_mode AS CHAR) AS m",
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert!(!mode.contains("ALLOW_INVALID_DATES"), "{mode}");
+}

@@ -125,8 +125,13 @@ impl Conn {
         Ok(())
     }
 
-    /// Ends the wrapping transaction (and, on MySQL, the read-only session
-    /// flag, so the pooled connection is clean for the next user).
+    /// Ends the wrapping transaction so the pooled connection is clean for
+    /// the next module: PostgreSQL rolls back read-only transactions (which
+    /// reverts their SETs) and releases session advisory locks; read-write
+    /// ones also reset settings, temp tables, cursors and listens. MariaDB
+    /// has no reset a client can send through sqlx (no COM_RESET_CONNECTION),
+    /// and guests can leave session and user variables behind even in
+    /// read-only transactions, so its connections are closed after use.
     pub(crate) async fn end(
         &mut self,
         commit: bool,
@@ -134,20 +139,23 @@ impl Conn {
     ) -> Result<(), CapabilityError> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let result = match self {
-            // A read-write statement may have changed the session (SET,
-            // temporary tables) of a connection other modules share next:
-            // reset it in the same round trip. (Read-only transactions roll
-            // back their SETs and cannot create tables.)
+            // All in the round trip that ends the transaction.
             Conn::Postgres(c) if !read_only => {
                 let sql = if commit {
-                    "COMMIT; RESET ALL; DISCARD TEMP"
+                    "COMMIT; RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()"
                 } else {
-                    "ROLLBACK; RESET ALL; DISCARD TEMP"
+                    "ROLLBACK; RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()"
                 };
                 sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ())
             }
-            Conn::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ()),
+            // Nothing to commit in a read-only transaction: ROLLBACK also
+            // undoes any session SET the guest made inside it.
+            Conn::Postgres(c) => sqlx::raw_sql("ROLLBACK; SELECT pg_advisory_unlock_all()")
+                .execute(&mut **c)
+                .await
+                .map(|_| ()),
             Conn::MySql(c) => {
+                c.close_on_drop();
                 let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
                 if read_only {
                     sqlx::raw_sql("SET SESSION TRANSACTION READ WRITE")
