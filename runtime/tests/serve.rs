@@ -354,6 +354,18 @@ async fn uploads_are_validated_and_rejections_list_every_problem_storing_nothing
         assert!(err.contains(key), "{key} missing in: {err}");
     }
 
+    // [config] not matching [config-schema].
+    let manifest = faulty_manifest("cfg", "1.0.0", "x", "/cfg")
+        + "[config-schema]\nrequired = [\"currency\"]\n[config-schema.properties.greeting]\ntype = \"string\"\nmaxLength = 0\n";
+    let err = s
+        .upload(&guest("http-faulty"), &manifest, false)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("422") && err.contains("currency") && err.contains("config.greeting"),
+        "{err}"
+    );
+
     // A bad manifest and a bad component: both reported at once.
     let err = s
         .upload(

@@ -249,11 +249,8 @@ impl Manifest {
         {
             p.push(ManifestError::new("grants.net.allow", e));
         }
-        if self.config_schema.is_some() {
-            p.push(ManifestError::new(
-                "config-schema",
-                "config schemas are not checked by this warden yet; remove the table",
-            ));
+        if let Some(schema) = &self.config_schema {
+            p.extend(schema::check(schema, &self.config));
         }
         p
     }
@@ -263,5 +260,6 @@ fn syntax_error(e: &toml::de::Error) -> ManifestError {
     ManifestError::new("manifest", format!("TOML syntax: {}", e.message()))
 }
 
+mod schema;
 #[cfg(test)]
 mod tests;

@@ -85,3 +85,42 @@ fn syntax_errors_are_reported() {
     let e = &Manifest::parse("").unwrap_err()[0];
     assert!(e.message.contains("missing field `module`"), "{e}");
 }
+
+#[test]
+fn config_must_satisfy_the_config_schema_and_every_violation_is_listed() {
+    let schema = r#"
+[config-schema]
+type = "object"
+required = ["currency", "region"]
+additionalProperties = false
+[config-schema.properties.currency]
+type = "string"
+enum = ["EUR", "USD"]
+[config-schema.properties.retries]
+type = "integer"
+minimum = 0
+"#;
+    let ok = format!(
+        "[module]\nname = \"m\"\nversion = \"1.0.0\"\n[config]\ncurrency = \"EUR\"\nregion = \"x\"\n{schema}[config-schema.properties.region]\ntype = \"string\"\n"
+    );
+    Manifest::parse(&ok).unwrap();
+    let bad = format!(
+        "[module]\nname = \"m\"\nversion = \"1.0.0\"\n[config]\ncurrency = \"GBP\"\nretries = -1\nextra = true\n{schema}"
+    );
+    let errs = Manifest::parse(&bad).unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let all = text.join("\n");
+    assert!(all.contains("config.currency"), "{all}");
+    assert!(all.contains("config.retries"), "{all}");
+    assert!(all.contains("region"), "{all}");
+    assert!(all.contains("extra"), "{all}");
+}
+
+#[test]
+fn config_schemas_cannot_make_the_host_fetch_anything() {
+    let m = "[module]\nname = \"m\"\nversion = \"1.0.0\"\n[config]\na = \"b\"\n[config-schema]\n\"$ref\" = \"http://169.254.169.254/latest/meta-data\"\n";
+    let errs = Manifest::parse(m).unwrap_err();
+    assert_eq!(errs[0].path, "config-schema", "{errs:?}");
+    let m = "[module]\nname = \"m\"\nversion = \"1.0.0\"\n[config-schema]\n\"$ref\" = \"file:///etc/passwd\"\n";
+    assert_eq!(Manifest::parse(m).unwrap_err()[0].path, "config-schema");
+}
