@@ -903,3 +903,67 @@ async fn subscriptions_need_the_handler_export_and_a_known_source() {
         assert!(err.contains(expected), "{expected} missing in {err}");
     }
 }
+
+fn warden_cli(s: &Server, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .arg("module")
+        .args(args)
+        .args(["--server", &format!("http://{}", s.admin), "--token", token])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_cli_drives_the_api_and_fails_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-modules/target/wasm32-wasip2/release/http_faulty.wasm");
+    let manifest = tmp.path().join("m.toml");
+    std::fs::write(&manifest, faulty_manifest("cli", "1.0.0", "hi", "/cli")).unwrap();
+    let out = warden_cli(
+        &s,
+        DEPLOYER,
+        &[
+            "upload",
+            wasm.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--activate",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli 1.0.0: uploaded, active"));
+    let out = warden_cli(&s, VIEWER, &["list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("cli") && list.contains("active") && list.contains("1.0.0"),
+        "{list}"
+    );
+    assert_eq!(get(&s.ingress, "/cli").await, (200, "hi".into()));
+
+    // Denied and unknown: non-zero, exactly one line naming the module.
+    for (token, args, expect) in [
+        (VIEWER, vec!["pause", "cli"], "403"),
+        (DEPLOYER, vec!["activate", "cli", "9.9.9"], "no version"),
+        ("nope", vec!["show", "cli"], "401"),
+    ] {
+        let out = warden_cli(&s, token, &args);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("cli: ") && stderr.contains(expect),
+            "{stderr}"
+        );
+    }
+
+    // Pool status of the embedded sql.local backend.
+    let backends = s.client(VIEWER).get("/v1/backends").await.unwrap();
+    assert_eq!(backends["sql"][0]["id"], "local", "{backends}");
+    assert_eq!(backends["sql"][0]["kind"], "sqlite", "{backends}");
+}
