@@ -28,5 +28,5 @@ status=0
 ensure postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start' || status=1
 ensure mariadb 3306 bash -c 'mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null; start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql' || status=1
 ensure redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || status=1
-# RabbitMQ is needed once the AMQP capability lands.
+ensure rabbitmq 5672 rabbitmq-server -detached || status=1
 exit $status
