@@ -25,6 +25,7 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
 const CONCURRENCY: usize = 4;
 const CALLS: usize = 8_000;
+const ROUNDS: usize = 5;
 
 /// Runs `CALLS` calls of `f` from `CONCURRENCY` tasks; returns calls/s.
 async fn throughput<F, Fut>(f: F) -> f64
@@ -47,6 +48,31 @@ where
         t.await.unwrap();
     }
     CALLS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Alternates native and guest runs so drift on a shared machine hits both;
+/// returns the medians of native, guest and of the per-round ratios.
+async fn rounds<N, NF, G, GF>(native: N, guest: G) -> (f64, f64, f64)
+where
+    N: Fn(usize) -> NF + Clone + Send + 'static,
+    NF: Future<Output = ()> + Send,
+    G: Fn(usize) -> GF + Clone + Send + 'static,
+    GF: Future<Output = ()> + Send,
+{
+    let (mut ns, mut gs, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let n = throughput(native.clone()).await;
+        let g = throughput(guest.clone()).await;
+        ns.push(n);
+        gs.push(g);
+        rs.push(g / n);
+    }
+    (median(ns), median(gs), median(rs))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModule {
@@ -122,7 +148,7 @@ async fn main() {
 
     let native_sql = {
         let pool = pool.clone();
-        throughput(move |i| {
+        move |i: usize| {
             let pool = pool.clone();
             async move {
                 let (name,): (String,) =
@@ -133,12 +159,11 @@ async fn main() {
                         .unwrap();
                 assert!(name.starts_with("name-"));
             }
-        })
-        .await
+        }
     };
     let guest_sql = {
         let module = module.clone();
-        throughput(move |i| {
+        move |i: usize| {
             let module = module.clone();
             async move {
                 let (r, _) = module
@@ -147,12 +172,11 @@ async fn main() {
                     .unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("name-"));
             }
-        })
-        .await
+        }
     };
     let native_kv = {
         let conn = conn.clone();
-        throughput(move |i| {
+        move |i: usize| {
             let mut conn = conn.clone();
             async move {
                 let v: String = conn
@@ -161,12 +185,11 @@ async fn main() {
                     .unwrap();
                 assert!(v.starts_with("value-"));
             }
-        })
-        .await
+        }
     };
     let guest_kv = {
         let module = module.clone();
-        throughput(move |i| {
+        move |i: usize| {
             let module = module.clone();
             async move {
                 let (r, _) = module
@@ -175,22 +198,17 @@ async fn main() {
                     .unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("value-"));
             }
-        })
-        .await
+        }
     };
 
     println!(
-        "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}) | native | through a guest | ratio |"
+        "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |"
     );
     println!("|---|---|---|---|");
-    println!(
-        "| PostgreSQL point SELECT by PK | {native_sql:.0}/s | {guest_sql:.0}/s | {:.2}× |",
-        guest_sql / native_sql
-    );
-    println!(
-        "| Redis GET | {native_kv:.0}/s | {guest_kv:.0}/s | {:.2}× |",
-        guest_kv / native_kv
-    );
+    let (n, g, r) = rounds(native_sql, guest_sql).await;
+    println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+    let (n, g, r) = rounds(native_kv, guest_kv).await;
+    println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
 
     sqlx::raw_sql("DROP TABLE warden_bench")
         .execute(&pool)
