@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::auth::Tokens;
 use super::node::{Node, NodeError, Transition};
 use super::openapi;
+use super::registry::RegistryError;
 use crate::host_config::Role;
 use crate::lifecycle::Hook;
 
@@ -61,6 +62,12 @@ pub struct ApiError(StatusCode, String, Vec<String>);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({"error": self.1, "problems": self.2}))).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        NodeError::from(e).into()
     }
 }
 
@@ -161,11 +168,9 @@ async fn upload(
             problems,
         ));
     };
-    let uploaded = api.node.upload(&component, &manifest).await?;
+    let (uploaded, module) = api.node.upload(&component, &manifest).await?;
     if q.activate {
-        api.node
-            .activate(&uploaded.module, &uploaded.version)
-            .await?;
+        api.node.activate_uploaded(&uploaded, module).await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -180,7 +185,7 @@ async fn upload(
 }
 
 async fn list(State(api): Shared) -> Result<Json<Value>, ApiError> {
-    let records = api.node.registry.modules().await.map_err(NodeError::from)?;
+    let records = api.node.registry.modules().await?;
     let modules: Vec<Value> = records
         .into_iter()
         .map(|r| {
@@ -202,18 +207,8 @@ async fn list(State(api): Shared) -> Result<Json<Value>, ApiError> {
 }
 
 async fn detail(State(api): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let record = api
-        .node
-        .registry
-        .module(&name)
-        .await
-        .map_err(NodeError::from)?;
-    let versions = api
-        .node
-        .registry
-        .versions(&name)
-        .await
-        .map_err(NodeError::from)?;
+    let record = api.node.registry.module(&name).await?;
+    let versions = api.node.registry.versions(&name).await?;
     let active = record
         .active_version
         .as_ref()
@@ -234,23 +229,15 @@ async fn detail(State(api): Shared, Path(name): Path<String>) -> Result<Json<Val
             "kv": m.grants.kv.keys().collect::<Vec<_>>(),
             "fs": m.grants.fs.keys().collect::<Vec<_>>(),
             "net": m.grants.net.as_ref().map(|n| n.allow.clone()),
+            "events": m.grants.events.as_ref().map(|e| e.publish.clone()),
         })),
         "stats": { "in_flight": live.map_or(0, |v| v.module.in_flight()) },
     })))
 }
 
 async fn versions(State(api): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    api.node
-        .registry
-        .module(&name)
-        .await
-        .map_err(NodeError::from)?;
-    let versions = api
-        .node
-        .registry
-        .versions(&name)
-        .await
-        .map_err(NodeError::from)?;
+    api.node.registry.module(&name).await?;
+    let versions = api.node.registry.versions(&name).await?;
     Ok(Json(json!({ "versions": versions })))
 }
 
@@ -298,12 +285,7 @@ async fn delete(State(api): Shared, Path(name): Path<String>) -> Result<StatusCo
 }
 
 async fn health(State(api): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let record = api
-        .node
-        .registry
-        .module(&name)
-        .await
-        .map_err(NodeError::from)?;
+    let record = api.node.registry.module(&name).await?;
     let live = api.node.deployments.get(&name).and_then(|d| d.serving());
     let serving = live.is_some();
     // The guest's own check, when it has one.
@@ -386,8 +368,7 @@ async fn audit(
         .node
         .registry
         .audit(q.get("module").map(String::as_str), since, limit)
-        .await
-        .map_err(NodeError::from)?;
+        .await?;
     Ok(Json(json!({ "events": events })))
 }
 

@@ -16,7 +16,6 @@ use warden_events::EventBus;
 use super::deployments::Deployed;
 use super::node::Node;
 use super::registry::NewAudit;
-use crate::error::RunError;
 use crate::message::Message;
 
 /// Undelivered events per subscribing module.
@@ -59,7 +58,7 @@ impl EventBus for Bus {
 /// full; returns how many subscribers got it.
 fn deliver(node: &Arc<Node>, message: Message) -> Result<usize, CapabilityError> {
     let mut queued = Vec::new();
-    for deployed in node.deployments.all() {
+    for deployed in node.deployments.subscribers(&message.topic) {
         let Some(version) = deployed.serving() else {
             continue;
         };
@@ -127,7 +126,7 @@ impl Delivery {
                         .await;
                     match result {
                         Ok(_) => return,
-                        Err(e) => last_error = describe(&e),
+                        Err(e) => last_error = e.to_string(),
                     }
                 }
                 None => {
@@ -187,8 +186,4 @@ impl Delivery {
             Err(e) => tracing::error!(module = %name, "dead-letter delivery refused: {e}"),
         }
     }
-}
-
-fn describe(e: &RunError) -> String {
-    e.to_string()
 }

@@ -2,7 +2,7 @@
 //! module's schedules; a run that is due while the previous run of the same
 //! module is still going is skipped and logged (runs never overlap).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,17 +38,14 @@ pub async fn run_scheduler(node: Arc<Node>) {
     loop {
         tick.tick().await;
         let now = Utc::now();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for deployed in node.deployments.all() {
             let Some(version) = deployed.serving() else {
                 continue;
             };
-            for (i, c) in version.module.manifest().cron.iter().enumerate() {
+            for (i, (schedule, cron)) in version.schedules.iter().enumerate() {
                 let key = (deployed.name.clone(), i);
-                seen.push(key.clone());
-                let Ok(cron) = parse_schedule(&c.schedule) else {
-                    continue; // refused at upload; never stored
-                };
+                seen.insert(key.clone());
                 let due = *next
                     .entry(key.clone())
                     .or_insert_with(|| cron.find_next_occurrence(&now, false).unwrap_or(now));
@@ -57,7 +54,7 @@ pub async fn run_scheduler(node: Arc<Node>) {
                 }
                 next.insert(key, cron.find_next_occurrence(&now, false).unwrap_or(now));
                 let Ok(guard) = deployed.cron_running.clone().try_lock_owned() else {
-                    tracing::warn!(module = %deployed.name, schedule = %c.schedule, "cron run skipped: the previous run is still going");
+                    tracing::warn!(module = %deployed.name, schedule = %schedule, "cron run skipped: the previous run is still going");
                     node.audit.record(NewAudit {
                         module: deployed.name.clone(),
                         version: Some(version.version.clone()),

@@ -22,6 +22,9 @@ pub struct Deployed {
     pub backlog: Arc<tokio::sync::Semaphore>,
     /// The version that could not be loaded here, if any.
     load_failed: Mutex<Option<String>>,
+    /// Held while the installed version changes (activation, sync), so one
+    /// change is never loaded twice by racing paths.
+    pub changing: tokio::sync::Mutex<()>,
     /// Held while a cron run is in progress: runs of one module never overlap.
     pub cron_running: Arc<tokio::sync::Mutex<()>>,
 }
@@ -30,6 +33,29 @@ pub struct Deployed {
 pub struct Version {
     pub version: String,
     pub module: LoadedModule,
+    /// Its `[[cron]]` schedules, parsed once (the manifest was validated).
+    pub schedules: Vec<(String, croner::Cron)>,
+}
+
+impl Version {
+    pub fn new(version: &str, module: LoadedModule) -> Self {
+        let schedules = module
+            .manifest()
+            .cron
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.schedule.clone(),
+                    super::cron::parse_schedule(&c.schedule).ok()?,
+                ))
+            })
+            .collect();
+        Self {
+            version: version.to_string(),
+            module,
+            schedules,
+        }
+    }
 }
 
 impl Deployed {
@@ -52,8 +78,9 @@ impl Deployed {
         self.current.load_full()
     }
 
-    /// Installs `version`, returning the one it replaces.
-    pub fn swap(&self, version: Option<Arc<Version>>) -> Option<Arc<Version>> {
+    /// Installs `version`, returning the one it replaces (through
+    /// [`Deployments::install`], which keeps the indexes in step).
+    fn swap(&self, version: Option<Arc<Version>>) -> Option<Arc<Version>> {
         self.failures.store(0, Ordering::Relaxed);
         *self.load_failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.current.swap(version)
@@ -82,9 +109,24 @@ impl Deployed {
     }
 }
 
+/// Where a request path goes.
+pub enum Routed {
+    /// The active module owning the longest matching route, and its version.
+    Serving(Arc<Deployed>, Arc<Version>),
+    /// The owner is loaded but not serving (paused, failed).
+    Resting(Arc<Deployed>),
+    NotFound,
+}
+
+/// Every module known to this node, plus indexes kept in step with what is
+/// installed, so a request or an event finds its module without a scan.
 #[derive(Default)]
 pub struct Deployments {
     modules: RwLock<HashMap<String, Arc<Deployed>>>,
+    /// Normalized `[http] route` → the module whose installed version has it.
+    routes: RwLock<HashMap<String, Arc<Deployed>>>,
+    /// Event topic → modules whose installed version subscribes to it.
+    topics: RwLock<HashMap<String, Vec<Arc<Deployed>>>>,
 }
 
 impl Deployments {
@@ -103,6 +145,7 @@ impl Deployments {
                     current: ArcSwapOption::empty(),
                     failures: AtomicU32::new(0),
                     cron_running: Arc::default(),
+                    changing: tokio::sync::Mutex::default(),
                     load_failed: Mutex::default(),
                     backlog: Arc::new(tokio::sync::Semaphore::new(super::bus::BACKLOG)),
                 })
@@ -110,11 +153,52 @@ impl Deployments {
             .clone()
     }
 
-    pub fn remove(&self, name: &str) -> Option<Arc<Deployed>> {
-        self.modules
+    /// Makes `version` the installed one of `deployed` (None: unload) and
+    /// updates the indexes; returns the version it replaces.
+    pub fn install(
+        &self,
+        deployed: &Arc<Deployed>,
+        version: Option<Arc<Version>>,
+    ) -> Option<Arc<Version>> {
+        let (new_route, new_topics) = keys(version.as_deref());
+        let old = deployed.swap(version);
+        let (old_route, old_topics) = keys(old.as_deref());
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = old_route
+            && routes.get(&r).is_some_and(|d| Arc::ptr_eq(d, deployed))
+        {
+            routes.remove(&r);
+        }
+        if let Some(r) = new_route {
+            routes.insert(r, deployed.clone());
+        }
+        drop(routes);
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        for t in old_topics {
+            if let Some(subs) = topics.get_mut(&t) {
+                subs.retain(|d| !Arc::ptr_eq(d, deployed));
+                if subs.is_empty() {
+                    topics.remove(&t);
+                }
+            }
+        }
+        for t in new_topics {
+            let subs = topics.entry(t).or_default();
+            if !subs.iter().any(|d| Arc::ptr_eq(d, deployed)) {
+                subs.push(deployed.clone());
+            }
+        }
+        old
+    }
+
+    /// Forgets a module (and unloads it); returns the version it had.
+    pub fn remove(&self, name: &str) -> Option<Arc<Version>> {
+        let deployed = self
+            .modules
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
+            .remove(name)?;
+        self.install(&deployed, None)
     }
 
     pub fn all(&self) -> Vec<Arc<Deployed>> {
@@ -123,53 +207,34 @@ impl Deployments {
         all
     }
 
-    /// The active module whose `[http] route` is the longest prefix of
-    /// `path` (on a segment boundary).
-    pub fn route(&self, path: &str) -> Option<(Arc<Deployed>, Arc<Version>)> {
-        let map = self.read();
-        let mut best: Option<(usize, Arc<Deployed>, Arc<Version>)> = None;
-        for deployed in map.values() {
-            let Some(version) = deployed.serving() else {
-                continue;
-            };
-            let Some(route) = version.module.manifest().http.as_ref().map(|h| &h.route) else {
-                continue;
-            };
-            if route_matches(route, path)
-                && best.as_ref().is_none_or(|(len, ..)| route.len() > *len)
-            {
-                best = Some((route.len(), deployed.clone(), version));
-            }
+    /// The module whose route is the longest prefix of `path` on a segment
+    /// boundary: one lookup per path segment.
+    pub fn route(&self, path: &str) -> Routed {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let owner = prefixes(path).find_map(|prefix| routes.get(prefix).cloned());
+        drop(routes);
+        match owner {
+            None => Routed::NotFound,
+            Some(d) => match d.serving() {
+                Some(v) => Routed::Serving(d, v),
+                None => Routed::Resting(d),
+            },
         }
-        best.map(|(_, d, v)| (d, v))
     }
 
-    /// A loaded module that owns `path` but does not serve now (paused, failed).
-    pub fn resting(&self, path: &str) -> Option<(String, ModuleState)> {
-        self.read().values().find_map(|d| {
-            let state = d.state();
-            let v = d.current()?;
-            let route = &v.module.manifest().http.as_ref()?.route;
-            (state != ModuleState::Active && route_matches(route, path))
-                .then(|| (d.name.clone(), state))
-        })
-    }
-
-    /// Another module that serves `route` already, if any.
+    /// Another module that has `route` installed, if any.
     pub fn route_owner(&self, route: &str, except: &str) -> Option<String> {
-        let map = self.read();
-        map.values()
-            .filter(|d| d.name != except && d.state() != ModuleState::Stopped)
-            .find(|d| {
-                d.current().is_some_and(|v| {
-                    v.module
-                        .manifest()
-                        .http
-                        .as_ref()
-                        .is_some_and(|h| normalize(&h.route) == normalize(route))
-                })
-            })
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .get(normalize(route))
+            .filter(|d| d.name != except)
             .map(|d| d.name.clone())
+    }
+
+    /// Modules subscribed to event `topic`.
+    pub fn subscribers(&self, topic: &str) -> Vec<Arc<Deployed>> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.get(topic).cloned().unwrap_or_default()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Deployed>>> {
@@ -177,35 +242,57 @@ impl Deployments {
     }
 }
 
+/// The index keys of a version: its route and its event topics.
+fn keys(version: Option<&Version>) -> (Option<String>, Vec<String>) {
+    let Some(v) = version else {
+        return (None, Vec::new());
+    };
+    let manifest = v.module.manifest();
+    let route = manifest
+        .http
+        .as_ref()
+        .map(|h| normalize(&h.route).to_string());
+    let topics = manifest
+        .subscribe
+        .iter()
+        .filter(|s| s.source == super::bus::SOURCE)
+        .map(|s| s.topic.clone())
+        .collect();
+    (route, topics)
+}
+
+/// `/a/b/c` → `/a/b/c`, `/a/b`, `/a`, `/`: the routes that may own it,
+/// longest first.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let path = normalize(path);
+    let cuts = path
+        .match_indices('/')
+        .map(|(i, _)| i)
+        .filter(|&i| i > 0)
+        .rev();
+    std::iter::once(path)
+        .chain(cuts.map(move |i| &path[..i]))
+        .chain((path != "/").then_some("/"))
+}
+
 fn normalize(route: &str) -> &str {
     let trimmed = route.trim_end_matches('/');
     if trimmed.is_empty() { "/" } else { trimmed }
 }
 
-/// `/orders` matches `/orders`, `/orders/1` and `/orders?x`, not `/ordersx`.
-pub fn route_matches(route: &str, path: &str) -> bool {
-    let route = normalize(route);
-    if route == "/" {
-        return true;
-    }
-    match path.strip_prefix(route) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::route_matches;
+    use super::prefixes;
 
     #[test]
-    fn routes_match_on_segment_boundaries() {
-        assert!(route_matches("/orders", "/orders"));
-        assert!(route_matches("/orders", "/orders/1"));
-        assert!(route_matches("/orders/", "/orders/1"));
-        assert!(route_matches("/orders", "/orders?x=1"));
-        assert!(!route_matches("/orders", "/ordersx"));
-        assert!(!route_matches("/orders", "/order"));
-        assert!(route_matches("/", "/anything"));
+    fn a_path_is_owned_by_routes_on_segment_boundaries_longest_first() {
+        let all = |p| prefixes(p).collect::<Vec<_>>();
+        assert_eq!(
+            all("/orders/1/items"),
+            ["/orders/1/items", "/orders/1", "/orders", "/"]
+        );
+        assert_eq!(all("/orders/"), ["/orders", "/"]);
+        assert_eq!(all("/ordersx"), ["/ordersx", "/"]);
+        assert_eq!(all("/"), ["/"]);
     }
 }

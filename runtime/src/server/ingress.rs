@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::deployments::Routed;
 use super::node::Node;
 use crate::error::RunError;
 
@@ -23,14 +24,17 @@ pub fn router(node: Arc<Node>) -> Router {
 
 async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    let Some((deployed, version)) = node.deployments.route(&path) else {
-        if let Some((name, state)) = node.deployments.resting(&path) {
+    let (deployed, version) = match node.deployments.route(&path) {
+        Routed::Serving(d, v) => (d, v),
+        Routed::Resting(d) => {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{name}: module is {}", state.as_str()),
+                format!("{}: module is {}", d.name, d.state().as_str()),
             );
         }
-        return plain(StatusCode::NOT_FOUND, format!("no module serves {path}"));
+        Routed::NotFound => {
+            return plain(StatusCode::NOT_FOUND, format!("no module serves {path}"));
+        }
     };
     let (parts, body) = request.into_parts();
     let body = match to_bytes(body, MAX_BODY).await {

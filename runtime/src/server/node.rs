@@ -109,8 +109,13 @@ impl Node {
     }
 
     /// Validates everything a later activation needs, then stores the
-    /// version. Nothing is stored when anything is wrong.
-    pub async fn upload(&self, bytes: &[u8], manifest_text: &str) -> Result<Uploaded, NodeError> {
+    /// version. Nothing is stored when anything is wrong. Returns the loaded
+    /// module too, so an activation right after needs no second load.
+    pub async fn upload(
+        &self,
+        bytes: &[u8],
+        manifest_text: &str,
+    ) -> Result<(Uploaded, LoadedModule), NodeError> {
         let manifest = match Manifest::parse(manifest_text) {
             Ok(m) => m,
             Err(errs) => {
@@ -147,38 +152,61 @@ impl Node {
                 detail: format!("stored version {version} (sha256 {sha256})"),
             });
         }
-        Ok(Uploaded {
+        let uploaded = Uploaded {
             module: name,
             version,
             sha256,
             stored,
-        })
+        };
+        Ok((uploaded, module))
     }
 
-    /// Makes `version` the one new invocations get (hot swap when another
-    /// version is active: in-flight invocations finish on the old one).
+    /// Makes a stored `version` the one new invocations get (hot swap when
+    /// another version is active: in-flight invocations finish on the old one).
     pub async fn activate(&self, name: &str, version: &str) -> Result<(), NodeError> {
-        let loaded = self.load_version(name, version).await?;
-        if let Some(route) = loaded.module.manifest().http.as_ref().map(|h| &h.route)
+        let module = self.load_version(name, version).await?;
+        self.install(name, version, module).await
+    }
+
+    /// [`Node::activate`] for a module [`Node::upload`] just loaded.
+    pub async fn activate_uploaded(
+        &self,
+        uploaded: &Uploaded,
+        module: LoadedModule,
+    ) -> Result<(), NodeError> {
+        self.install(&uploaded.module, &uploaded.version, module)
+            .await
+    }
+
+    async fn install(
+        &self,
+        name: &str,
+        version: &str,
+        module: LoadedModule,
+    ) -> Result<(), NodeError> {
+        if let Some(route) = module.manifest().http.as_ref().map(|h| &h.route)
             && let Some(owner) = self.deployments.route_owner(route, name)
         {
             return Err(NodeError::Conflict(format!(
                 "route {route} is already served by module {owner}"
             )));
         }
+        let deployed = self.deployments.entry(name, ModuleState::Uploaded);
+        let _changing = deployed.changing.lock().await;
+        let loaded = prepare(name, version, module).await?;
         self.registry
             .set_state(name, ModuleState::Active, Some(version))
             .await?;
-        let deployed = self.deployments.entry(name, ModuleState::Active);
-        let previous = deployed.current().map(|v| v.version.clone());
-        retire(deployed.swap(Some(loaded)));
+        let previous = self.deployments.install(&deployed, Some(loaded));
         deployed.set_state(ModuleState::Active);
+        let was = previous.as_ref().map(|v| v.version.clone());
+        retire(previous);
         self.audit.record(NewAudit {
             module: name.into(),
             version: Some(version.into()),
             kind: "activate".into(),
             rule: "api".into(),
-            detail: match previous {
+            detail: match was {
                 Some(p) if p != version => format!("activated {version} (was {p})"),
                 _ => format!("activated {version}"),
             },
@@ -222,7 +250,7 @@ impl Node {
 
     pub async fn delete(&self, name: &str) -> Result<(), NodeError> {
         self.registry.delete(name).await?;
-        self.deployments.remove(name);
+        retire(self.deployments.remove(name));
         self.audit.record(NewAudit {
             module: name.into(),
             version: None,
@@ -233,22 +261,13 @@ impl Node {
         Ok(())
     }
 
-    async fn load_version(&self, name: &str, version: &str) -> Result<Arc<Version>, NodeError> {
+    async fn load_version(&self, name: &str, version: &str) -> Result<LoadedModule, NodeError> {
         let record = self.registry.version(name, version).await?;
         let bytes = self.registry.blob(&record.sha256).await?;
         let manifest = Manifest::parse(&record.manifest)
             .map_err(|e| NodeError::Invalid(e.iter().map(|e| e.to_string()).collect()))?;
-        let module = tokio::task::block_in_place(|| self.load(&bytes, manifest))
-            .map_err(|e| NodeError::Invalid(vec![e.to_string()]))?;
-        if let Err(e) = module.call_hook(Hook::Init).await {
-            return Err(NodeError::Invalid(vec![format!(
-                "{name} {version}: lifecycle init failed: {e}"
-            )]));
-        }
-        Ok(Arc::new(Version {
-            version: version.to_string(),
-            module,
-        }))
+        tokio::task::block_in_place(|| self.load(&bytes, manifest))
+            .map_err(|e| NodeError::Invalid(vec![e.to_string()]))
     }
 
     /// Brings this node in line with the registry for every module.
@@ -257,9 +276,11 @@ impl Node {
         for record in &records {
             self.reconcile(record).await;
         }
+        let known: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.name.as_str()).collect();
         for deployed in self.deployments.all() {
-            if !records.iter().any(|r| r.name == deployed.name) {
-                self.deployments.remove(&deployed.name);
+            if !known.contains(deployed.name.as_str()) {
+                retire(self.deployments.remove(&deployed.name));
             }
         }
         Ok(())
@@ -268,33 +289,46 @@ impl Node {
     /// Loads, swaps or unloads one module as its registry record says.
     pub async fn reconcile(&self, record: &ModuleRecord) {
         let deployed = self.deployments.entry(&record.name, record.state);
-        let wanted = match record.state {
-            // Paused and failed versions stay loaded (not serving): their
-            // routes answer 503, and resume/health need no reload.
-            ModuleState::Active | ModuleState::Paused | ModuleState::Failed => {
-                record.active_version.as_deref()
-            }
-            ModuleState::Uploaded | ModuleState::Stopped => None,
-        };
-        let loaded = deployed.current().map(|v| v.version.clone());
-        if wanted != loaded.as_deref() {
-            match wanted {
-                // Tried and failed already: do not retry (and re-log) every sync.
-                Some(version) if deployed.load_failed(version) => return,
-                Some(version) => match self.load_version(&record.name, version).await {
-                    Ok(v) => retire(deployed.swap(Some(v))),
-                    Err(e) => {
-                        tracing::error!(module = %record.name, version, "cannot load: {e}");
-                        retire(deployed.swap(None));
-                        deployed.set_load_failed(version);
-                        deployed.set_state(ModuleState::Failed);
-                        return;
-                    }
-                },
-                None => retire(deployed.swap(None)),
-            }
+        if wanted_version(record) != deployed.current().map(|v| v.version.clone()).as_deref() {
+            let _changing = deployed.changing.lock().await;
+            // `record` may predate a change that finished while we waited.
+            let Ok(fresh) = self.registry.module(&record.name).await else {
+                return;
+            };
+            self.change_version(&deployed, &fresh).await;
+            let failed = wanted_version(&fresh).is_some_and(|v| deployed.load_failed(v));
+            deployed.set_state(if failed {
+                ModuleState::Failed
+            } else {
+                fresh.state
+            });
+            return;
         }
         deployed.set_state(record.state);
+    }
+
+    async fn change_version(&self, deployed: &Arc<Deployed>, record: &ModuleRecord) {
+        let loaded = deployed.current().map(|v| v.version.clone());
+        match wanted_version(record) {
+            w if w == loaded.as_deref() => {}
+            // Tried and failed already: do not retry (and re-log) every sync.
+            Some(version) if deployed.load_failed(version) => {}
+            Some(version) => {
+                let prepared = match self.load_version(&record.name, version).await {
+                    Ok(module) => prepare(&record.name, version, module).await,
+                    Err(e) => Err(e),
+                };
+                match prepared {
+                    Ok(v) => retire(self.deployments.install(deployed, Some(v))),
+                    Err(e) => {
+                        tracing::error!(module = %record.name, version, "cannot load: {e}");
+                        retire(self.deployments.install(deployed, None));
+                        deployed.set_load_failed(version);
+                    }
+                }
+            }
+            None => retire(self.deployments.install(deployed, None)),
+        }
     }
 
     /// Bookkeeping after an invocation: metrics, logs, and the failure
@@ -350,6 +384,32 @@ impl Node {
             }
         }
     }
+}
+
+/// The version a registry record wants loaded. Paused and failed versions
+/// stay loaded (not serving): their routes answer 503, and resume and
+/// health need no reload.
+fn wanted_version(record: &ModuleRecord) -> Option<&str> {
+    match record.state {
+        ModuleState::Active | ModuleState::Paused | ModuleState::Failed => {
+            record.active_version.as_deref()
+        }
+        ModuleState::Uploaded | ModuleState::Stopped => None,
+    }
+}
+
+/// Runs the module's `init` and makes it a servable version.
+async fn prepare(
+    name: &str,
+    version: &str,
+    module: LoadedModule,
+) -> Result<Arc<Version>, NodeError> {
+    if let Err(e) = module.call_hook(Hook::Init).await {
+        return Err(NodeError::Invalid(vec![format!(
+            "{name} {version}: lifecycle init failed: {e}"
+        )]));
+    }
+    Ok(Arc::new(Version::new(version, module)))
 }
 
 /// Calls `shutdown` on a version that no longer takes new invocations.
