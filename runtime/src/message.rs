@@ -4,7 +4,7 @@ use wasmtime::component::{ComponentType, Lower, WasmStr};
 
 use crate::contract::MESSAGE_EXPORT;
 use crate::error::RunError;
-use crate::module::{InstanceError, LoadedModule, Output, charge_output, versioned_export};
+use crate::module::{InstanceError, LoadedModule, Output, guest_result};
 
 /// `warden:module/message-handler.message`.
 #[derive(Debug, Clone, ComponentType, Lower)]
@@ -20,16 +20,9 @@ pub struct Message {
 impl LoadedModule {
     /// Delivers `message`; the guest's `err` comes back as [`RunError::Failed`].
     pub async fn handle_message(&self, message: &Message) -> Result<Output, RunError> {
-        let component = self.component();
-        let index = component
-            .get_export_index(
-                None,
-                versioned_export(self.shape(), MESSAGE_EXPORT).as_str(),
-            )
-            .and_then(|iface| component.get_export_index(Some(&iface), "handle"))
-            .ok_or_else(|| {
-                RunError::Host(format!("the component does not export {MESSAGE_EXPORT}"))
-            })?;
+        let index = self.message_handle().ok_or_else(|| {
+            RunError::Host(format!("the component does not export {MESSAGE_EXPORT}"))
+        })?;
         let max_output = self.limits().max_output;
         self.with_instance(async |store, instance| {
             let handle = instance
@@ -43,16 +36,7 @@ impl LoadedModule {
                 .call_async(&mut *store, (message.clone(),))
                 .await
                 .map_err(InstanceError::Call)?;
-            match result {
-                Ok(()) => Ok(()),
-                Err(msg) => {
-                    let msg = msg
-                        .to_str(&*store)
-                        .map_err(|e| RunError::Trap(e.to_string()))?;
-                    charge_output(max_output, msg.len())?;
-                    Err(RunError::Failed(msg.into_owned()).into())
-                }
-            }
+            guest_result(store, result, max_output)
         })
         .await
         .map(|((), output)| output)

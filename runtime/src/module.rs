@@ -17,7 +17,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::admission::Admission;
-use crate::contract::{self, ComponentShape, TASK_EXPORT};
+use crate::contract::{self, ComponentShape, MESSAGE_EXPORT, TASK_EXPORT};
 use crate::engine::{EPOCH_TICK, WardenEngine};
 use crate::error::{LoadError, RunError, TrapContext};
 use crate::limits::{Limiter, Limits};
@@ -53,6 +53,7 @@ pub struct LoadedModule {
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
+    message_handle: Option<ComponentExportIndex>,
     audit: Arc<dyn AuditSink>,
     trap_ctx: TrapContext,
     stdio: Stdio,
@@ -125,10 +126,8 @@ impl LoadedModule {
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(|e| LoadError::Invalid(format!("cannot link: {e:#}")))?;
-        let task_run = compiled
-            .component
-            .get_export_index(None, versioned_export(&shape, TASK_EXPORT).as_str())
-            .and_then(|iface| compiled.component.get_export_index(Some(&iface), "run"));
+        let task_run = export_func(&compiled.component, &shape, TASK_EXPORT, "run");
+        let message_handle = export_func(&compiled.component, &shape, MESSAGE_EXPORT, "handle");
         let limits = Limits::resolve(&manifest.limits, cx.defaults);
         if limits.memory.0 > cx.engine.options().max_memory {
             return Err(LoadError::Host(format!(
@@ -161,6 +160,7 @@ impl LoadedModule {
             config,
             pre,
             task_run,
+            message_handle,
             audit: cx.audit.clone(),
             trap_ctx,
             stdio: Stdio::Inherit,
@@ -201,6 +201,11 @@ impl LoadedModule {
         self.pre.component()
     }
 
+    /// The `message-handler#handle` export, if the component has one.
+    pub(crate) fn message_handle(&self) -> Option<&ComponentExportIndex> {
+        self.message_handle.as_ref()
+    }
+
     /// Invocations of this module running right now.
     pub fn in_flight(&self) -> u32 {
         self.admission.in_flight()
@@ -226,17 +231,7 @@ impl LoadedModule {
                 .call_async(&mut *store, ())
                 .await
                 .map_err(InstanceError::Call)?;
-            match result {
-                Ok(()) => Ok(()),
-                Err(msg) => {
-                    // Measured in guest memory before anything is copied out.
-                    let msg = msg
-                        .to_str(&*store)
-                        .map_err(|e| RunError::Trap(e.to_string()))?;
-                    charge_output(max_output, msg.len())?;
-                    Err(RunError::Failed(msg.into_owned()).into())
-                }
-            }
+            guest_result(store, result, max_output)
         })
         .await
         .map(|((), output)| output)
@@ -413,8 +408,36 @@ pub(crate) fn charge_output(max: crate::manifest::ByteSize, bytes: usize) -> Res
     Ok(())
 }
 
+/// A guest's `result<_, string>`: its error, measured in guest memory
+/// before anything is copied out, becomes [`RunError::Failed`].
+pub(crate) fn guest_result(
+    store: &Store<ModuleState>,
+    result: Result<(), WasmStr>,
+    max_output: crate::manifest::ByteSize,
+) -> Result<(), InstanceError> {
+    let Err(msg) = result else {
+        return Ok(());
+    };
+    let msg = msg
+        .to_str(store)
+        .map_err(|e| RunError::Trap(e.to_string()))?;
+    charge_output(max_output, msg.len())?;
+    Err(RunError::Failed(msg.into_owned()).into())
+}
+
+/// The index of `func` in the exported `interface`, if the component has it.
+fn export_func(
+    component: &wasmtime::component::Component,
+    shape: &ComponentShape,
+    interface: &str,
+    func: &str,
+) -> Option<ComponentExportIndex> {
+    let iface = component.get_export_index(None, versioned_export(shape, interface).as_str())?;
+    component.get_export_index(Some(&iface), func)
+}
+
 /// The exported name of `interface` with the version the component uses.
-pub(crate) fn versioned_export(shape: &ComponentShape, interface: &str) -> String {
+fn versioned_export(shape: &ComponentShape, interface: &str) -> String {
     shape
         .exports
         .iter()
