@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use warden_runtime::client::Client;
+use warden_runtime::client::{Client, request};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -264,23 +264,6 @@ async fn wasmtime_serve_baseline(
 }
 
 async fn get_body(addr: &str, path: &str) -> String {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", addr)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    let (_, body) = request(addr, "GET", path, &[], Bytes::new()).await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
 }

@@ -83,41 +83,18 @@ impl Client {
         content_type: Option<String>,
         body: Bytes,
     ) -> Result<Value, ClientError> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            ClientError(format!(
-                "cannot reach warden at http://{}: {e}",
-                self.authority
-            ))
-        };
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.authority)
-            .header("authorization", format!("Bearer {}", self.token));
+        let mut headers = vec![("authorization", format!("Bearer {}", self.token))];
         if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+            headers.push(("content-type", ct));
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| ClientError(e.to_string()))?;
-        let response = sender
-            .send_request(req)
+        let (status, bytes) = request(&self.authority, method, path, &headers, body)
             .await
-            .map_err(|e| unreachable(&e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(&e))?
-            .to_bytes();
+            .map_err(|e| {
+                ClientError(format!(
+                    "cannot reach warden at http://{}: {e}",
+                    self.authority
+                ))
+            })?;
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -138,4 +115,39 @@ impl Client {
             format!("{error} ({status}): {}", problems.join("; "))
         }))
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection to `authority` (`host:port`);
+/// returns the status and the whole body.
+pub async fn request(
+    authority: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<(hyper::StatusCode, Bytes), String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", authority);
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes))
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use warden_runtime::client::Client;
+use warden_runtime::client::{Client, request};
 use warden_runtime::server::auth::sha256_hex;
 
 const ADMIN: &str = "test-admin-token-3f9a";
@@ -167,30 +167,20 @@ async fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
-    use http_body_util::{BodyExt, Full};
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = sender
-        .send_request(
-            req.body(Full::new(bytes::Bytes::copy_from_slice(body)))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let headers: Vec<(&str, String)> = token
+        .map(|t| ("authorization", format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    let (status, body) = request(
+        addr,
+        method,
+        path,
+        &headers,
+        bytes::Bytes::copy_from_slice(body),
+    )
+    .await
+    .expect("request");
+    (status.as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn get(addr: &str, path: &str) -> (u16, String) {
