@@ -957,3 +957,154 @@ async fn the_module_cli_drives_the_api_and_fails_with_one_line() {
     assert_eq!(backends["sql"][0]["id"], "local", "{backends}");
     assert_eq!(backends["sql"][0]["kind"], "sqlite", "{backends}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_refuses_conflicts_and_bad_requests_and_delete_removes_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let faulty = guest("http-faulty");
+    s.upload(
+        &faulty,
+        &faulty_manifest("first", "1.0.0", "first", "/same"),
+        true,
+    )
+    .await
+    .unwrap();
+    // Another module on a route already served: 409, nothing changes.
+    let err = s
+        .upload(
+            &faulty,
+            &faulty_manifest("second", "1.0.0", "second", "/same/"),
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("409") && err.contains("first"), "{err}");
+    assert_eq!(get(&s.ingress, "/same").await, (200, "first".into()));
+
+    let deployer = s.client(DEPLOYER);
+    let err = deployer
+        .post_json("/v1/modules/first/resume", &Value::Null)
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.contains("409") && err.0.contains("active"),
+        "{}",
+        err.0
+    );
+    let err = deployer
+        .post_json("/v1/modules/second/pause", &Value::Null)
+        .await
+        .unwrap_err();
+    assert!(
+        err.0.contains("409") && err.0.contains("uploaded"),
+        "{}",
+        err.0
+    );
+    let (status, _) = http(
+        &s.admin,
+        "POST",
+        "/v1/modules/first/activate",
+        Some(DEPLOYER),
+        b"{\"ver",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = http(
+        &s.admin,
+        "POST",
+        "/v1/modules/first/explode",
+        Some(DEPLOYER),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404);
+    for query in ["since=yesterday", "limit=0", "limit=100000"] {
+        let (status, body) = http(
+            &s.admin,
+            "GET",
+            &format!("/v1/audit?{query}"),
+            Some(VIEWER),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+
+    // Delete: gone from the API, the route and the registry.
+    deployer.delete("/v1/modules/first").await.unwrap();
+    assert_eq!(get(&s.ingress, "/same").await.0, 404);
+    let err = s.client(VIEWER).get("/v1/modules/first").await.unwrap_err();
+    assert!(err.0.contains("404"), "{}", err.0);
+    // The route is free again.
+    deployer
+        .post_json("/v1/modules/second/activate", &json!({"version": "1.0.0"}))
+        .await
+        .unwrap();
+    assert_eq!(get(&s.ingress, "/same").await, (200, "second".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_requests_and_events_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    s.upload(
+        &guest("event-probe"),
+        &probe_manifest("big", "[grants.events]\npublish = [\"big.*\"]\n"),
+        true,
+    )
+    .await
+    .unwrap();
+    // Above the ingress body limit (16 MiB): 413 before the module runs.
+    let huge = vec![b'x'; (16 << 20) + 1];
+    let (status, _) = http(&s.ingress, "POST", "/big/big.t", None, &huge).await;
+    assert_eq!(status, 413);
+    // Above the event payload limit (1 MiB): the guest gets limit-exceeded.
+    let payload = vec![b'x'; (1 << 20) + 1];
+    let (status, body) = http(&s.ingress, "POST", "/big/big.t", None, &payload).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("payload"), "{body}");
+    let (status, _) = http(&s.ingress, "POST", "/big/big.t", None, b"small").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_makes_publishers_see_its_full_backlog() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "");
+    let probe = guest("event-probe");
+    s.upload(
+        &probe,
+        &probe_manifest("fast", "[grants.events]\npublish = [\"work\"]\n"),
+        true,
+    )
+    .await
+    .unwrap();
+    s.upload(
+        &probe,
+        &probe_manifest(
+            "slowpoke",
+            "[limits]\nmax-instances = 1\ntimeout = \"10s\"\n[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"work\"\n",
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    // One handler at a time, 5 s each: the backlog (1,024) fills up and
+    // publishing is refused instead of queueing without bound.
+    let mut refused = None;
+    for i in 0..1100 {
+        let (status, body) = http(&s.ingress, "POST", "/fast/work", None, b"slow").await;
+        if status != 200 {
+            refused = Some((i, status, body));
+            break;
+        }
+    }
+    let (i, status, body) = refused.expect("publishing never refused");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body.contains("slowpoke") && body.contains("undelivered"),
+        "{body}"
+    );
+    assert!(i >= 1024, "refused after {i}");
+}

@@ -2,7 +2,7 @@
 //! the body to `<topic>` and answers 200, or 403/429/503 with the host's
 //! error. As a subscriber it prints each message; a payload of `fail`
 //! returns an error and `trap` panics (to exercise retries and dead
-//! letters), except in dead letters, which it accepts.
+//! letters), except in dead letters, which it accepts; `slow` takes 5 s.
 
 use warden_sdk::{Error, Message};
 use wasi::http::types::{
@@ -47,6 +47,10 @@ impl warden_sdk::MessageHandler for EventProbe {
         match payload.as_str() {
             "fail" => Err("asked to fail".into()),
             "trap" => panic!("asked to trap"),
+            "slow" => {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
