@@ -73,7 +73,7 @@ pub struct Node {
 }
 
 /// The result of an upload.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug)]
 pub struct Uploaded {
     pub module: String,
     pub version: String,
