@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
 
 use super::metrics::Metrics;
@@ -14,9 +14,15 @@ use super::registry::{NewAudit, Registry};
 
 const QUEUE: usize = 4096;
 
+enum Entry {
+    Event(NewAudit),
+    /// Answered once everything queued before it is stored.
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<NewAudit>,
+    tx: mpsc::Sender<Entry>,
     metrics: Arc<Metrics>,
     dropped: Arc<AtomicU64>,
 }
@@ -24,11 +30,18 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer task.
     pub fn start(registry: Registry, metrics: Arc<Metrics>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<NewAudit>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Entry>(QUEUE);
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let Err(e) = registry.record_audit(&event).await {
-                    tracing::error!(module = %event.module, kind = %event.kind, "audit event not stored: {e}");
+            while let Some(entry) = rx.recv().await {
+                match entry {
+                    Entry::Event(event) => {
+                        if let Err(e) = registry.record_audit(&event).await {
+                            tracing::error!(module = %event.module, kind = %event.kind, "audit event not stored: {e}");
+                        }
+                    }
+                    Entry::Flush(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
         });
@@ -44,11 +57,19 @@ impl AuditLog {
         if event.kind == AuditKind::Denied.to_string() {
             self.metrics.denial(&event.module, &event.rule);
         }
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send(Entry::Event(event)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!("audit queue full: {n} events not stored (they were logged)");
             }
+        }
+    }
+
+    /// Waits until every event recorded so far is stored (at shutdown).
+    pub async fn flush(&self) {
+        let (done, stored) = oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).await.is_ok() {
+            let _ = stored.await;
         }
     }
 

@@ -131,8 +131,10 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     });
     let admin_server = axum::serve(admin, api::router(api)).with_graceful_shutdown(shutdown());
     let ingress_server =
-        axum::serve(ingress, ingress::router(node)).with_graceful_shutdown(shutdown());
+        axum::serve(ingress, ingress::router(node.clone())).with_graceful_shutdown(shutdown());
     let (a, i) = tokio::join!(admin_server.into_future(), ingress_server.into_future());
+    // What the last requests recorded must reach the registry.
+    node.audit.flush().await;
     a.and(i).map_err(|e| format!("server: {e}"))
 }
 
