@@ -187,6 +187,26 @@ async fn get(addr: &str, path: &str) -> (u16, String) {
     http(addr, "GET", path, None, b"").await
 }
 
+/// (module, kind) of the audit log, oldest first; `query` as in /v1/audit.
+async fn audit_kinds(s: &Server, query: &str) -> Vec<(String, String)> {
+    let audit = s
+        .client(VIEWER)
+        .get(&format!("/v1/audit?{query}"))
+        .await
+        .unwrap();
+    audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["module"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
 async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -271,12 +291,15 @@ async fn hot_swap_keeps_in_flight_calls_on_the_old_version_and_rolls_back() {
         .unwrap();
     assert_eq!(get(&s.ingress, "/shop").await, (200, "v1".into()));
 
-    let audit = s.client(VIEWER).get("/v1/audit?module=shop").await.unwrap();
-    let kinds: Vec<&str> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
+    // The audit log is written behind the API calls: wait for the last one.
+    eventually("seven audit events", async || {
+        audit_kinds(&s, "module=shop").await.len() >= 7
+    })
+    .await;
+    let kinds: Vec<String> = audit_kinds(&s, "module=shop")
+        .await
+        .into_iter()
+        .map(|(_, k)| k)
         .collect();
     assert_eq!(
         kinds,
@@ -841,26 +864,15 @@ async fn events_flow_only_between_granted_modules_with_retries_and_dead_letters(
     .await;
     assert!(!s.stderr().contains("handled orders.created fail attempt 4"));
 
-    let audit = s.client(VIEWER).get("/v1/audit").await.unwrap();
-    let kinds: Vec<(String, String)> = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["module"].as_str().unwrap().into(),
-                e["kind"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    assert!(
-        kinds.contains(&("pub".into(), "denied".into())),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.contains(&("sub".into(), "dead-letter".into())),
-        "{kinds:?}"
-    );
+    eventually(
+        "the denial and the dead letter in the audit log",
+        async || {
+            let kinds = audit_kinds(&s, "").await;
+            kinds.contains(&("pub".into(), "denied".into()))
+                && kinds.contains(&("sub".into(), "dead-letter".into()))
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
