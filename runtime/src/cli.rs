@@ -4,11 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::backends::Backends;
 use clap::{Parser, Subcommand};
 use warden_capability::{AuditKind, MemoryAudit};
 use warden_fs::HostPaths;
-use warden_kv::KvBackends;
-use warden_sql::SqlBackends;
 
 use crate::engine::{EngineOptions, WardenEngine};
 use crate::error::{LoadError, RunError};
@@ -315,8 +314,7 @@ fn load(
         ))
     })?;
     let audit = MemoryAudit::default();
-    let sql = SqlBackends::new(&host.sql).map_err(|e| fail(format!("invalid host config: {e}")))?;
-    let kv = KvBackends::new(&host.kv).map_err(|e| fail(format!("invalid host config: {e}")))?;
+    let backends = Backends::new(&host).map_err(fail)?;
     let base = manifest_path
         .parent()
         .map(Path::to_path_buf)
@@ -331,8 +329,7 @@ fn load(
         }),
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
-        sql: &sql,
-        kv: &kv,
+        backends: &backends,
         events: Arc::new(warden_events::NoBus),
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;

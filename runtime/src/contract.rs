@@ -27,6 +27,10 @@ enum Need {
     Sql,
     /// Only with a `[grants.kv.<name>]`.
     Kv,
+    /// Only with a `[grants.kafka.<name>]`.
+    Kafka,
+    /// Only with a `[grants.amqp.<name>]`.
+    Amqp,
     /// Only with `[grants.events]`.
     Events,
 }
@@ -42,6 +46,8 @@ fn classify(interface: &str) -> Option<Need> {
             "types" => Some(Need::Baseline),
             "sql" => Some(Need::Sql),
             "kv" => Some(Need::Kv),
+            "kafka" => Some(Need::Kafka),
+            "amqp" => Some(Need::Amqp),
             "events" => Some(Need::Events),
             _ => None,
         },
@@ -111,6 +117,14 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
             Some(Need::Kv) if !manifest.grants.kv.is_empty() => {}
             Some(Need::Kv) => problems.push(format!(
                 "imports {import} but the manifest has no [grants.kv.<name>]"
+            )),
+            Some(Need::Kafka) if !manifest.grants.kafka.is_empty() => {}
+            Some(Need::Kafka) => problems.push(format!(
+                "imports {import} but the manifest has no [grants.kafka.<name>]"
+            )),
+            Some(Need::Amqp) if !manifest.grants.amqp.is_empty() => {}
+            Some(Need::Amqp) => problems.push(format!(
+                "imports {import} but the manifest has no [grants.amqp.<name>]"
             )),
             Some(Need::Events) if manifest.grants.events.is_some() => {}
             Some(Need::Events) => problems.push(format!(

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warden_amqp::AmqpBackendConfig;
 use warden_capability::ByteSize;
+use warden_kafka::KafkaBackendConfig;
 use warden_kv::KvBackendConfig;
 use warden_sql::SqlBackendConfig;
 
@@ -22,6 +24,12 @@ pub struct HostConfig {
     /// `[kv.<id>]` Redis backends, one shared connection each.
     #[serde(default)]
     pub kv: BTreeMap<String, KvBackendConfig>,
+    /// `[kafka.<id>]` clusters, one shared producer each.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, KafkaBackendConfig>,
+    /// `[amqp.<id>]` brokers, one shared connection and channel pool each.
+    #[serde(default)]
+    pub amqp: BTreeMap<String, AmqpBackendConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

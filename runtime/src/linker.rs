@@ -20,6 +20,8 @@ pub fn build_linker(engine: &WardenEngine) -> wasmtime::Result<Linker<ModuleStat
     warden_capability::wit::add_types_to_linker(&mut linker)?;
     warden_sql::add_to_linker(&mut linker)?;
     warden_kv::add_to_linker(&mut linker)?;
+    warden_kafka::add_to_linker(&mut linker)?;
+    warden_amqp::add_to_linker(&mut linker)?;
     warden_events::add_to_linker(&mut linker)?;
     Ok(linker)
 }

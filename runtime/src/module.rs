@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use warden_amqp::{AmqpCtx, AmqpModule};
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
 use warden_events::{EventBus, EventsModule};
 use warden_fs::{HostPaths, ResolvedDir};
-use warden_kv::{KvBackends, KvCtx, KvModule};
+use warden_kafka::{KafkaCtx, KafkaModule};
+use warden_kv::{KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
-use warden_sql::{SqlBackends, SqlCtx, SqlModule};
+use warden_sql::{SqlCtx, SqlModule};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable, WasmStr};
 use wasmtime_wasi::WasiCtx;
@@ -17,6 +19,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::admission::Admission;
+use crate::backends::Backends;
 use crate::contract::{self, ComponentShape, MESSAGE_EXPORT, TASK_EXPORT};
 use crate::engine::{EPOCH_TICK, WardenEngine};
 use crate::error::{LoadError, RunError, TrapContext};
@@ -49,6 +52,8 @@ pub struct LoadedModule {
     net: Arc<NetPolicy>,
     sql: Arc<SqlModule>,
     kv: Arc<KvModule>,
+    kafka: Arc<KafkaModule>,
+    amqp: Arc<AmqpModule>,
     events: Arc<EventsModule>,
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
@@ -67,10 +72,8 @@ pub struct LoadContext<'a> {
     pub host_paths: HostPaths,
     pub defaults: &'a Limits,
     pub audit: Arc<dyn AuditSink>,
-    /// The host's SQL backends (shared pools).
-    pub sql: &'a SqlBackends,
-    /// The host's Redis backends (shared connections).
-    pub kv: &'a KvBackends,
+    /// The host's shared backends (SQL pools, Redis, Kafka, AMQP).
+    pub backends: &'a Backends,
     /// Where `warden:host/events` publishes go.
     pub events: Arc<dyn EventBus>,
 }
@@ -104,14 +107,28 @@ impl LoadedModule {
         let sql = SqlModule::new(
             &manifest.module.name,
             &manifest.grants.sql,
-            cx.sql,
+            &cx.backends.sql,
             cx.audit.clone(),
         )
         .map_err(LoadError::Host)?;
         let kv = KvModule::new(
             &manifest.module.name,
             &manifest.grants.kv,
-            cx.kv,
+            &cx.backends.kv,
+            cx.audit.clone(),
+        )
+        .map_err(LoadError::Host)?;
+        let kafka = KafkaModule::new(
+            &manifest.module.name,
+            &manifest.grants.kafka,
+            &cx.backends.kafka,
+            cx.audit.clone(),
+        )
+        .map_err(LoadError::Host)?;
+        let amqp = AmqpModule::new(
+            &manifest.module.name,
+            &manifest.grants.amqp,
+            &cx.backends.amqp,
             cx.audit.clone(),
         )
         .map_err(LoadError::Host)?;
@@ -156,6 +173,8 @@ impl LoadedModule {
             net,
             sql: Arc::new(sql),
             kv: Arc::new(kv),
+            kafka: Arc::new(kafka),
+            amqp: Arc::new(amqp),
             events,
             config,
             pre,
@@ -348,6 +367,8 @@ impl LoadedModule {
             limiter: Limiter::new(&self.limits),
             sql: SqlCtx::new(self.sql.clone(), self.limits.max_output.0),
             kv: KvCtx::new(self.kv.clone(), self.limits.max_output.0),
+            kafka: KafkaCtx::new(self.kafka.clone()),
+            amqp: AmqpCtx::new(self.amqp.clone()),
             events: self.events.clone(),
         };
         let mut store = Store::new(self.pre.engine(), state);

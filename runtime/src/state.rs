@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use warden_amqp::{AmqpCtx, AmqpHost, AmqpView};
 use warden_events::{EventsModule, EventsView};
+use warden_kafka::{KafkaCtx, KafkaHost, KafkaView};
 use warden_kv::{KvCtx, KvHost, KvView};
 use warden_net::{GrantedHttpHooks, NetPolicy, NetView};
 use warden_sql::{SqlCtx, SqlHost, SqlView};
@@ -23,6 +25,8 @@ pub struct ModuleState {
     pub(crate) limiter: Limiter,
     pub(crate) sql: SqlCtx,
     pub(crate) kv: KvCtx,
+    pub(crate) kafka: KafkaCtx,
+    pub(crate) amqp: AmqpCtx,
     pub(crate) events: Arc<EventsModule>,
 }
 
@@ -64,6 +68,24 @@ impl KvView for ModuleState {
     fn kv(&mut self) -> KvHost<'_> {
         KvHost {
             ctx: &mut self.kv,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl KafkaView for ModuleState {
+    fn kafka(&mut self) -> KafkaHost<'_> {
+        KafkaHost {
+            ctx: &mut self.kafka,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl AmqpView for ModuleState {
+    fn amqp(&mut self) -> AmqpHost<'_> {
+        AmqpHost {
+            ctx: &mut self.amqp,
             table: &mut self.table,
         }
     }

@@ -89,6 +89,10 @@ impl KvBackend {
             .inspect_err(|_| self.record_error())
     }
 
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     pub(crate) fn record_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }

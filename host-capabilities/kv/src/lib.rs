@@ -6,7 +6,9 @@
 mod backend;
 mod host;
 mod key;
+mod pubsub;
 
 pub use backend::{KvBackend, KvBackendConfig, KvBackendStatus, KvBackends};
 pub use host::{KvCtx, KvGrant, KvHost, KvModule, KvView, add_to_linker};
 pub use key::Confined;
+pub use pubsub::KvSubscription;

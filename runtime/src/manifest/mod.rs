@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+use warden_amqp::AmqpGrant;
 use warden_events::EventsGrant;
 use warden_fs::FsGrants;
+use warden_kafka::KafkaGrant;
 use warden_kv::KvGrant;
 use warden_net::NetGrant;
 use warden_sql::SqlGrant;
@@ -91,6 +93,10 @@ pub struct Grants {
     pub sql: BTreeMap<String, SqlGrant>,
     #[serde(default)]
     pub kv: BTreeMap<String, KvGrant>,
+    #[serde(default)]
+    pub kafka: BTreeMap<String, KafkaGrant>,
+    #[serde(default)]
+    pub amqp: BTreeMap<String, AmqpGrant>,
     pub events: Option<EventsGrant>,
 }
 
@@ -217,15 +223,6 @@ impl Manifest {
             }
         }
         for (i, s) in self.subscribe.iter().enumerate() {
-            if s.source != "events" {
-                p.push(ManifestError::new(
-                    format!("subscribe[{i}].source"),
-                    format!(
-                        "message source {:?}: only \"events\" is available in this warden yet",
-                        s.source
-                    ),
-                ));
-            }
             if s.topic.is_empty() || s.topic.contains('*') {
                 p.push(ManifestError::new(
                     format!("subscribe[{i}].topic"),
@@ -237,6 +234,19 @@ impl Manifest {
                     format!("subscribe[{i}].dead-letter"),
                     "must differ from the topic (a poison message would loop)",
                 ));
+            }
+            if let Err((key, e)) = self.check_subscription(s) {
+                p.push(ManifestError::new(format!("subscribe[{i}].{key}"), e));
+            }
+        }
+        for (name, g) in &self.grants.kafka {
+            if let Err(e) = g.check() {
+                p.push(ManifestError::new(format!("grants.kafka.{name}"), e));
+            }
+        }
+        for (name, g) in &self.grants.amqp {
+            if let Err(e) = g.check() {
+                p.push(ManifestError::new(format!("grants.amqp.{name}"), e));
             }
         }
         if let Some(events) = &self.grants.events
@@ -253,6 +263,123 @@ impl Manifest {
             p.extend(schema::check(schema, &self.config));
         }
         p
+    }
+}
+
+impl Manifest {
+    /// A subscription consumes only what a grant of the same module allows,
+    /// and dead-letters only where that grant may write.
+    fn check_subscription(&self, s: &Subscription) -> Result<(), (&'static str, String)> {
+        let source = Source::parse(&s.source).map_err(|e| ("source", e))?;
+        let dead_letter = s.dead_letter.as_deref();
+        match source {
+            Source::Events => Ok(()),
+            Source::Kafka(backend) => {
+                let grants: Vec<_> = self
+                    .grants
+                    .kafka
+                    .values()
+                    .filter(|g| g.backend == backend)
+                    .collect();
+                if !grants.iter().any(|g| g.may_consume(&s.topic)) {
+                    return Err((
+                        "topic",
+                        format!(
+                            "no [grants.kafka.<name>] on backend {backend:?} has {:?} in consume",
+                            s.topic
+                        ),
+                    ));
+                }
+                match dead_letter {
+                    Some(dl) if !grants.iter().any(|g| g.may_produce(dl)) => Err((
+                        "dead-letter",
+                        format!(
+                            "no [grants.kafka.<name>] on backend {backend:?} has {dl:?} in produce"
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Source::Amqp(backend) => {
+                let grants: Vec<_> = self
+                    .grants
+                    .amqp
+                    .values()
+                    .filter(|g| g.backend == backend)
+                    .collect();
+                if !grants.iter().any(|g| g.may_consume(&s.topic)) {
+                    return Err((
+                        "topic",
+                        format!(
+                            "no [grants.amqp.<name>] on backend {backend:?} has queue {:?} in consume",
+                            s.topic
+                        ),
+                    ));
+                }
+                // Dead letters go to that exchange with the queue name as
+                // routing key.
+                match dead_letter {
+                    Some(dl) if !grants.iter().any(|g| g.may_publish(dl, &s.topic)) => Err((
+                        "dead-letter",
+                        format!(
+                            "no [grants.amqp.<name>] on backend {backend:?} has \"{dl}/{}\" in publish",
+                            s.topic
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Source::Redis(backend) => self
+                .redis_prefix(backend)
+                .map(drop)
+                .map_err(|e| ("source", e)),
+        }
+    }
+
+    /// The kv prefix a `redis:<backend>` subscription's channels live under:
+    /// that of the module's one kv grant on the backend.
+    pub fn redis_prefix(&self, backend: &str) -> Result<&str, String> {
+        let mut on_backend = self.grants.kv.values().filter(|g| g.backend == backend);
+        match (on_backend.next(), on_backend.next()) {
+            (Some(g), None) => Ok(&g.prefix),
+            (None, _) => Err(format!(
+                "redis channels are confined to a kv prefix: no [grants.kv.<name>] on backend {backend:?}"
+            )),
+            (Some(_), Some(_)) => Err(format!(
+                "more than one [grants.kv.<name>] on backend {backend:?}: the channel prefix is ambiguous"
+            )),
+        }
+    }
+}
+
+/// Where a `[[subscribe]]` takes messages from: `events`, or
+/// `<kind>:<backend id>` of the host config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    Events,
+    Kafka(&'a str),
+    Amqp(&'a str),
+    Redis(&'a str),
+}
+
+impl<'a> Source<'a> {
+    pub fn parse(source: &'a str) -> Result<Self, String> {
+        if source == "events" {
+            return Ok(Source::Events);
+        }
+        let kinds = "\"events\", \"kafka:<id>\", \"amqp:<id>\" or \"redis:<id>\"";
+        let Some((kind, id)) = source.split_once(':') else {
+            return Err(format!("{source:?} is not one of {kinds}"));
+        };
+        if id.is_empty() {
+            return Err(format!("{source:?} names no backend id"));
+        }
+        match kind {
+            "kafka" => Ok(Source::Kafka(id)),
+            "amqp" => Ok(Source::Amqp(id)),
+            "redis" => Ok(Source::Redis(id)),
+            _ => Err(format!("{source:?} is not one of {kinds}")),
+        }
     }
 }
 

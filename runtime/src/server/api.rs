@@ -325,6 +325,7 @@ async fn backends(State(api): Shared) -> Json<Value> {
     let sql: Vec<Value> = api
         .node
         .host
+        .backends
         .sql
         .status()
         .into_iter()
@@ -336,6 +337,7 @@ async fn backends(State(api): Shared) -> Json<Value> {
     let kv: Vec<Value> = api
         .node
         .host
+        .backends
         .kv
         .status()
         .into_iter()
@@ -343,7 +345,23 @@ async fn backends(State(api): Shared) -> Json<Value> {
             |s| json!({"id": s.id, "connected": s.connected, "calls": s.calls, "errors": s.errors}),
         )
         .collect();
-    Json(json!({ "sql": sql, "kv": kv }))
+    let backends = &api.node.host.backends;
+    let kafka: Vec<Value> = backends
+        .kafka
+        .status()
+        .into_iter()
+        .map(|s| json!({"id": s.id, "sent": s.sent, "errors": s.errors, "in_flight": s.in_flight}))
+        .collect();
+    let amqp: Vec<Value> = backends
+        .amqp
+        .status()
+        .into_iter()
+        .map(|s| {
+            json!({"id": s.id, "connected": s.connected, "channels_in_use": s.channels_in_use,
+                   "channels_idle": s.channels_idle, "published": s.published, "errors": s.errors})
+        })
+        .collect();
+    Json(json!({ "sql": sql, "kv": kv, "kafka": kafka, "amqp": amqp }))
 }
 
 async fn audit(
@@ -385,7 +403,7 @@ async fn metrics(State(api): Shared) -> impl IntoResponse {
             ));
         }
     }
-    for s in node.host.sql.status() {
+    for s in node.host.backends.sql.status() {
         let l = format!("backend=\"{}\"", super::metrics::escape(&s.id));
         gauges.push(("warden_sql_pool_size", l.clone(), f64::from(s.size)));
         gauges.push(("warden_sql_pool_idle", l.clone(), f64::from(s.idle)));

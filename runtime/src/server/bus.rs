@@ -7,22 +7,20 @@
 //! Node-local: events published on one node are handled on that node.
 
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use warden_capability::CapabilityError;
 use warden_events::EventBus;
 
+use super::delivery::{
+    Outcome, WhenResting, dead_letter_headers, handle_with_retries, record_dead_letter,
+};
 use super::deployments::Deployed;
 use super::node::Node;
-use super::registry::NewAudit;
 use crate::message::Message;
 
 /// Undelivered events per subscribing module.
 pub const BACKLOG: usize = 1024;
-const DEFAULT_RETRIES: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub const SOURCE: &str = "events";
 
@@ -88,7 +86,7 @@ fn deliver(node: &Arc<Node>, message: Message) -> Result<usize, CapabilityError>
         let delivery = Delivery {
             node: node.clone(),
             deployed,
-            retries: retries.unwrap_or(DEFAULT_RETRIES),
+            retries: retries.unwrap_or(super::delivery::DEFAULT_RETRIES),
             dead_letter,
             _permit: permit,
         };
@@ -107,74 +105,38 @@ struct Delivery {
 
 impl Delivery {
     async fn run(self, mut message: Message) {
-        let mut backoff = FIRST_BACKOFF;
-        let mut last_error = String::new();
-        for attempt in 1..=self.retries + 1 {
-            message.attempt = attempt;
-            match self.deployed.serving() {
-                Some(version) => {
-                    let started = Instant::now();
-                    let result = version.module.handle_message(&message).await;
-                    self.node
-                        .after_invocation(
-                            &self.deployed,
-                            &version,
-                            "event",
-                            started,
-                            result.as_ref(),
-                        )
-                        .await;
-                    match result {
-                        Ok(_) => return,
-                        Err(e) => last_error = e.to_string(),
-                    }
-                }
-                None => {
-                    last_error = format!(
-                        "module {} is {}",
-                        self.deployed.name,
-                        self.deployed.state().as_str()
-                    );
-                }
-            }
-            if attempt <= self.retries {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        let outcome = handle_with_retries(
+            &self.node,
+            &self.deployed,
+            &mut message,
+            self.retries,
+            "event",
+            WhenResting::Fail,
+        )
+        .await;
+        if let Outcome::Failed(error) = outcome {
+            self.give_up(message, error);
         }
-        self.give_up(message, last_error);
     }
 
     fn give_up(self, mut message: Message, error: String) {
         let name = &self.deployed.name;
-        let detail = format!(
-            "event on {:?} failed {} times, last: {error}; {}",
-            message.topic,
-            self.retries + 1,
-            match &self.dead_letter {
-                Some(dl) => format!("sent to {dl:?}"),
-                None => "dropped (no dead-letter topic)".into(),
-            }
+        let went_to = match &self.dead_letter {
+            Some(dl) => format!("sent to {dl:?}"),
+            None => "dropped (no dead-letter topic)".into(),
+        };
+        record_dead_letter(
+            &self.node,
+            &self.deployed,
+            &message,
+            self.retries,
+            &error,
+            &went_to,
         );
-        tracing::warn!(module = %name, "{detail}");
-        self.node.audit.record(NewAudit {
-            module: name.clone(),
-            version: self.deployed.current().map(|v| v.version.clone()),
-            kind: "dead-letter".into(),
-            rule: "max-retries".into(),
-            detail,
-        });
         let Some(dead_letter) = self.dead_letter.clone() else {
             return;
         };
-        message.headers.push(("warden-error".into(), error));
-        message.headers.push((
-            "warden-original-topic".into(),
-            std::mem::take(&mut message.topic),
-        ));
-        message
-            .headers
-            .push(("warden-failed-module".into(), name.clone()));
+        message.headers = dead_letter_headers(&message, &error, name);
         message.topic = dead_letter;
         message.attempt = 1;
         let topic = message.topic.clone();

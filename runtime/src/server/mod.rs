@@ -5,21 +5,24 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod bus;
+pub mod consumers;
 pub mod cron;
+pub mod delivery;
 pub mod deployments;
 pub mod ingress;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod redis_trigger;
 pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use warden_kv::KvBackends;
-use warden_sql::{SqlBackendConfig, SqlBackends};
+use warden_sql::SqlBackendConfig;
 
+use crate::backends::Backends;
 use crate::engine::{EngineOptions, WardenEngine};
 use crate::host_config::HostConfig;
 use crate::linker::build_linker;
@@ -72,8 +75,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let host = Host {
         engine,
         linker,
-        sql: SqlBackends::new(&config.sql).map_err(|e| format!("invalid host config: {e}"))?,
-        kv: KvBackends::new(&config.kv).map_err(|e| format!("invalid host config: {e}"))?,
+        backends: Backends::new(&config)?,
         files,
     };
     let metrics = Arc::new(Metrics::default());
@@ -87,11 +89,13 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         audit,
         host,
         bus: bus.clone(),
+        consumers: Default::default(),
     });
     bus.attach(&node);
 
     let started = std::time::Instant::now();
     node.reconcile_all().await.map_err(|e| e.to_string())?;
+    node.consumers.reconcile(&node);
     let loaded = node
         .deployments
         .all()
@@ -133,6 +137,8 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let ingress_server =
         axum::serve(ingress, ingress::router(node.clone())).with_graceful_shutdown(shutdown());
     let (a, i) = tokio::join!(admin_server.into_future(), ingress_server.into_future());
+    // Unacknowledged messages go back to their brokers.
+    node.consumers.stop_all();
     // What the last requests recorded must reach the registry.
     node.audit.flush().await;
     a.and(i).map_err(|e| format!("server: {e}"))
@@ -146,6 +152,7 @@ async fn sync_loop(node: Arc<Node>) {
         if let Err(e) = node.reconcile_all().await {
             tracing::warn!("registry sync: {e}");
         }
+        node.consumers.reconcile(&node);
     }
 }
 
@@ -169,7 +176,10 @@ async fn listen_loop(node: Arc<Node>, url: String) {
         // recv() reconnects by itself; an error here means it gave up.
         while let Ok(n) = listener.recv().await {
             match node.registry.module(n.payload()).await {
-                Ok(record) => node.reconcile(&record).await,
+                Ok(record) => {
+                    node.reconcile(&record).await;
+                    node.consumers.reconcile(&node);
+                }
                 Err(_) => {
                     let _ = node.reconcile_all().await;
                 }

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::backends::Backends;
 use warden_fs::HostPaths;
-use warden_kv::KvBackends;
-use warden_sql::SqlBackends;
 use wasmtime::component::Linker;
 
 use super::audit::AuditLog;
@@ -55,8 +54,7 @@ impl From<RegistryError> for NodeError {
 pub struct Host {
     pub engine: WardenEngine,
     pub linker: Linker<StoreState>,
-    pub sql: SqlBackends,
-    pub kv: KvBackends,
+    pub backends: Backends,
     /// Root of the files `[grants.fs]` may name.
     pub files: PathBuf,
 }
@@ -70,6 +68,8 @@ pub struct Node {
     pub host: Host,
     /// The in-process event bus modules publish to.
     pub bus: Arc<dyn warden_events::EventBus>,
+    /// Message triggers on Kafka, AMQP and Redis.
+    pub consumers: super::consumers::Consumers,
 }
 
 /// The result of an upload.
@@ -99,8 +99,7 @@ impl Node {
             host_paths: HostPaths::ConfinedTo(self.host.files.clone()),
             defaults: &Limits::default(),
             audit: self.audit.for_version(&version),
-            sql: &self.host.sql,
-            kv: &self.host.kv,
+            backends: &self.host.backends,
             events: self.bus.clone(),
         };
         let mut module = LoadedModule::load(&cx, bytes, manifest)?;

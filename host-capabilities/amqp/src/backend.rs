@@ -1,0 +1,259 @@
+//! One lapin connection per `[amqp.<id>]`, opened on first use and reopened
+//! after it broke, with a pool of confirm-mode channels shared by every
+//! module. A module holds a channel only for one invocation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warden_capability::CapabilityError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a call waits for a free channel before giving up.
+const CHANNEL_WAIT: Duration = Duration::from_secs(2);
+
+/// One `[amqp.<id>]` entry of the host config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AmqpBackendConfig {
+    /// `amqp://user:pass@host:port/vhost`
+    pub url: String,
+    /// Channels open at once for guest calls (all modules together).
+    #[serde(default = "default_channels")]
+    pub max_channels: usize,
+}
+
+fn default_channels() -> usize {
+    32
+}
+
+pub struct AmqpBackend {
+    pub id: String,
+    url: String,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    idle: Mutex<Vec<Channel>>,
+    slots: Arc<Semaphore>,
+    max_channels: usize,
+    published: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpBackendStatus {
+    pub id: String,
+    pub connected: bool,
+    pub channels_in_use: usize,
+    pub channels_idle: usize,
+    pub published: u64,
+    pub errors: u64,
+}
+
+#[derive(Default, Clone)]
+pub struct AmqpBackends {
+    backends: HashMap<String, Arc<AmqpBackend>>,
+}
+
+impl AmqpBackends {
+    pub fn new(configs: &BTreeMap<String, AmqpBackendConfig>) -> Result<Self, String> {
+        let mut backends = HashMap::new();
+        for (id, config) in configs {
+            config
+                .url
+                .parse::<lapin::uri::AMQPUri>()
+                .map_err(|e| format!("amqp.{id}.url: {e}"))?;
+            if config.max_channels == 0 {
+                return Err(format!("amqp.{id}.max-channels: must be at least 1"));
+            }
+            backends.insert(
+                id.clone(),
+                Arc::new(AmqpBackend {
+                    id: id.clone(),
+                    url: config.url.clone(),
+                    connection: tokio::sync::Mutex::new(None),
+                    idle: Mutex::new(Vec::new()),
+                    slots: Arc::new(Semaphore::new(config.max_channels)),
+                    max_channels: config.max_channels,
+                    published: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                }),
+            );
+        }
+        Ok(Self { backends })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<AmqpBackend>> {
+        self.backends.get(id).cloned()
+    }
+
+    pub fn status(&self) -> Vec<AmqpBackendStatus> {
+        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}
+
+impl AmqpBackend {
+    /// The shared connection, (re)opened when there is none or it broke.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, CapabilityError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref()
+            && c.status().connected()
+        {
+            return Ok(c.clone());
+        }
+        // Channels of a broken connection are useless.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let connect = Connection::connect(&self.url, ConnectionProperties::default());
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(c)) => Arc::new(c),
+            Ok(Err(e)) => return Err(self.unavailable(format!("cannot connect: {e}"))),
+            Err(_) => {
+                return Err(self.unavailable(format!("cannot connect within {CONNECT_TIMEOUT:?}")));
+            }
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A confirm-mode channel for one guest handle; it goes back to the
+    /// pool when the lease drops (or is closed when it is unusable).
+    pub(crate) async fn lease(self: &Arc<Self>) -> Result<Lease, CapabilityError> {
+        let permit = tokio::time::timeout(CHANNEL_WAIT, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                CapabilityError::Unavailable(format!(
+                    "amqp backend {}: all {} channels busy for {CHANNEL_WAIT:?}",
+                    self.id, self.max_channels
+                ))
+            })?
+            .map_err(|_| CapabilityError::Unavailable("amqp backend closed".into()))?;
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            std::iter::from_fn(|| idle.pop()).find(|c| c.status().connected())
+        };
+        let channel = match reused {
+            Some(c) => c,
+            None => self.new_channel(true).await?,
+        };
+        Ok(Lease {
+            backend: self.clone(),
+            channel: Some(channel),
+            unsettled: AtomicUsize::new(0),
+            _permit: permit,
+        })
+    }
+
+    /// A channel outside the pool (consumers own theirs).
+    pub(crate) async fn new_channel(&self, confirms: bool) -> Result<Channel, CapabilityError> {
+        let conn = self.connection().await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| self.unavailable(format!("cannot open a channel: {e}")))?;
+        if confirms {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| self.unavailable(format!("confirm.select: {e}")))?;
+        }
+        Ok(channel)
+    }
+
+    pub(crate) fn unavailable(&self, detail: String) -> CapabilityError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        CapabilityError::Unavailable(format!("amqp backend {}: {detail}", self.id))
+    }
+
+    /// Maps a broker error: soft channel errors (404, 403, 406) are the
+    /// caller's; anything else means the broker is not usable right now.
+    pub(crate) fn error(&self, what: &str, e: lapin::Error) -> CapabilityError {
+        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let detail = format!("amqp backend {}: {what}: {e}", self.id);
+        match e.kind() {
+            lapin::ErrorKind::ProtocolError(p) => match p.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => CapabilityError::NotFound(detail),
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                    CapabilityError::Denied(detail)
+                }
+                AMQPErrorKind::Soft(_) => CapabilityError::Backend(detail),
+                AMQPErrorKind::Hard(_) => CapabilityError::Unavailable(detail),
+            },
+            _ => CapabilityError::Unavailable(detail),
+        }
+    }
+
+    pub(crate) fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> AmqpBackendStatus {
+        let connected = self
+            .connection
+            .try_lock()
+            .map(|c| c.as_ref().is_some_and(|c| c.status().connected()))
+            .unwrap_or(true);
+        AmqpBackendStatus {
+            id: self.id.clone(),
+            connected,
+            channels_in_use: self.max_channels - self.slots.available_permits(),
+            channels_idle: self.idle.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            published: self.published.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A pooled channel held by one guest handle.
+pub(crate) struct Lease {
+    backend: Arc<AmqpBackend>,
+    channel: Option<Channel>,
+    /// Deliveries taken and not yet acked or nacked. A channel that still
+    /// holds some is closed, not pooled: closing requeues them.
+    unsettled: AtomicUsize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    pub(crate) fn channel(&self) -> &Channel {
+        self.channel.as_ref().expect("present until drop")
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<AmqpBackend> {
+        &self.backend
+    }
+
+    pub(crate) fn taken(&self) {
+        self.unsettled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn settled(&self) {
+        self.unsettled.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(channel) = self.channel.take() else {
+            return;
+        };
+        if self.unsettled.load(Ordering::Relaxed) == 0 && channel.status().connected() {
+            self.backend
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(channel);
+        } else if channel.status().connected()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = channel.close(200, "warden: invocation ended".into()).await;
+            });
+        }
+    }
+}

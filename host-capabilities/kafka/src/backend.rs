@@ -1,0 +1,200 @@
+//! One rdkafka producer per `[kafka.<id>]`, created at start-up and shared by
+//! every module; librdkafka keeps its broker connections and reconnects by
+//! itself. Consumers for message triggers are built from the same settings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, Producer};
+use serde::Deserialize;
+use warden_capability::HumanDuration;
+
+/// One `[kafka.<id>]` entry of the host config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaBackendConfig {
+    /// `host:port[,host:port…]`
+    pub bootstrap_servers: String,
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with `sasl_*` protocols).
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    /// CA bundle to verify the brokers (with `ssl`/`sasl_ssl`).
+    pub ssl_ca_location: Option<String>,
+    /// Client certificate and key for mutual TLS.
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    pub ssl_key_password: Option<String>,
+    /// How long a send may wait for the broker's acknowledgement.
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+fn default_delivery_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+impl KafkaBackendConfig {
+    /// The librdkafka settings every client of this backend shares.
+    pub(crate) fn client_config(&self, id: &str) -> Result<ClientConfig, String> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("security.protocol", self.security_protocol.as_str())
+            .set("client.id", format!("warden-{id}"));
+        if self.security_protocol.uses_sasl() {
+            let mechanism = self.sasl_mechanism.as_deref().ok_or_else(|| {
+                format!(
+                    "kafka.{id}: sasl-mechanism is required with {}",
+                    self.security_protocol.as_str()
+                )
+            })?;
+            if !matches!(mechanism, "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") {
+                return Err(format!(
+                    "kafka.{id}.sasl-mechanism: {mechanism:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+                ));
+            }
+            let (Some(user), Some(password)) = (&self.sasl_username, &self.sasl_password) else {
+                return Err(format!(
+                    "kafka.{id}: sasl-username and sasl-password are required with SASL"
+                ));
+            };
+            c.set("sasl.mechanism", mechanism)
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        } else if self.sasl_mechanism.is_some() || self.sasl_username.is_some() {
+            return Err(format!(
+                "kafka.{id}: sasl-* settings need security-protocol sasl_plaintext or sasl_ssl"
+            ));
+        }
+        for (key, value) in [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+            ("ssl.key.password", &self.ssl_key_password),
+        ] {
+            if let Some(v) = value {
+                c.set(key, v);
+            }
+        }
+        Ok(c)
+    }
+}
+
+pub struct KafkaBackend {
+    pub id: String,
+    config: KafkaBackendConfig,
+    producer: FutureProducer,
+    sent: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaBackendStatus {
+    pub id: String,
+    pub sent: u64,
+    pub errors: u64,
+    /// Records queued or awaiting the broker's acknowledgement.
+    pub in_flight: u64,
+}
+
+#[derive(Default, Clone)]
+pub struct KafkaBackends {
+    backends: HashMap<String, Arc<KafkaBackend>>,
+}
+
+impl KafkaBackends {
+    pub fn new(configs: &BTreeMap<String, KafkaBackendConfig>) -> Result<Self, String> {
+        let mut backends = HashMap::new();
+        for (id, config) in configs {
+            let producer = config
+                .client_config(id)?
+                // Every send waits for all in-sync replicas: a receipt
+                // means the record survives a broker failure.
+                .set("acks", "all")
+                .set(
+                    "message.timeout.ms",
+                    config.delivery_timeout.0.as_millis().to_string(),
+                )
+                .create::<FutureProducer>()
+                .map_err(|e| format!("kafka.{id}: {e}"))?;
+            backends.insert(
+                id.clone(),
+                Arc::new(KafkaBackend {
+                    id: id.clone(),
+                    config: config.clone(),
+                    producer,
+                    sent: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                }),
+            );
+        }
+        Ok(Self { backends })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<KafkaBackend>> {
+        self.backends.get(id).cloned()
+    }
+
+    pub fn status(&self) -> Vec<KafkaBackendStatus> {
+        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+}
+
+impl KafkaBackend {
+    pub(crate) fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    pub(crate) fn config(&self) -> &KafkaBackendConfig {
+        &self.config
+    }
+
+    pub(crate) fn count(&self, sent: u64, errors: u64) {
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        self.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> KafkaBackendStatus {
+        KafkaBackendStatus {
+            id: self.id.clone(),
+            sent: self.sent.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.producer.in_flight_count().max(0) as u64,
+        }
+    }
+}

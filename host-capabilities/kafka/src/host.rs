@@ -1,0 +1,203 @@
+//! The guest-facing `warden:host/kafka` interface.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::backend::{KafkaBackend, KafkaBackends};
+use crate::grant::KafkaGrant;
+use crate::limits::{Outgoing, check_batch, check_topic};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "warden:host/kafka-capability",
+        imports: { default: async | trappable },
+        with: {
+            "warden:host/types": warden_capability::wit::types,
+            "warden:host/kafka.producer": super::Producer,
+        },
+    });
+}
+
+use bindings::warden::host::kafka::{self as wit, Outgoing as WitOutgoing, Receipt};
+use warden_capability::wit::types::Error as WitError;
+
+/// A module's Kafka grants, resolved when it is loaded.
+pub struct KafkaModule {
+    module: String,
+    grants: HashMap<String, Arc<ModuleGrant>>,
+    audit: Arc<dyn AuditSink>,
+}
+
+struct ModuleGrant {
+    name: String,
+    grant: KafkaGrant,
+    backend: Arc<KafkaBackend>,
+}
+
+impl KafkaModule {
+    pub fn new(
+        module: &str,
+        grants: &BTreeMap<String, KafkaGrant>,
+        backends: &KafkaBackends,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, String> {
+        let mut resolved = HashMap::new();
+        for (name, g) in grants {
+            let backend = backends.get(&g.backend).ok_or_else(|| {
+                format!(
+                    "grants.kafka.{name}.backend: no [kafka.{}] in the host config",
+                    g.backend
+                )
+            })?;
+            resolved.insert(
+                name.clone(),
+                Arc::new(ModuleGrant {
+                    name: name.clone(),
+                    grant: g.clone(),
+                    backend,
+                }),
+            );
+        }
+        Ok(Self {
+            module: module.to_string(),
+            grants: resolved,
+            audit,
+        })
+    }
+
+    fn deny(&self, detail: String) -> CapabilityError {
+        self.audit.record(AuditEvent {
+            module: self.module.clone(),
+            kind: AuditKind::Denied,
+            rule: "kafka".into(),
+            detail: detail.clone(),
+        });
+        CapabilityError::Denied(detail)
+    }
+
+    /// Checks a send against the grant and the caps, then sends.
+    async fn send(
+        &self,
+        grant: &ModuleGrant,
+        topic: &str,
+        records: &[Outgoing],
+    ) -> Result<Vec<(i32, i64)>, CapabilityError> {
+        check_topic(topic)?;
+        if !grant.grant.may_produce(topic) {
+            return Err(self.deny(format!(
+                "topic {topic:?} is not in grants.kafka.{}.produce",
+                grant.name
+            )));
+        }
+        check_batch(records)?;
+        grant.backend.send(topic, records).await
+    }
+}
+
+/// Per-invocation Kafka state, kept in the store.
+pub struct KafkaCtx {
+    module: Arc<KafkaModule>,
+}
+
+impl KafkaCtx {
+    pub fn new(module: Arc<KafkaModule>) -> Self {
+        Self { module }
+    }
+}
+
+/// The guest's `producer` handle.
+pub struct Producer {
+    grant: Arc<ModuleGrant>,
+}
+
+pub trait KafkaView: Send {
+    fn kafka(&mut self) -> KafkaHost<'_>;
+}
+
+pub struct KafkaHost<'a> {
+    pub ctx: &'a mut KafkaCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+struct KafkaData;
+
+impl HasData for KafkaData {
+    type Data<'a> = KafkaHost<'a>;
+}
+
+pub fn add_to_linker<T: KafkaView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, KafkaData>(linker, |t| t.kafka())
+}
+
+fn outgoing(r: WitOutgoing) -> Outgoing {
+    Outgoing {
+        key: r.key,
+        payload: r.payload,
+        headers: r.headers,
+    }
+}
+
+fn receipt((partition, offset): (i32, i64)) -> Receipt {
+    Receipt { partition, offset }
+}
+
+impl wit::Host for KafkaHost<'_> {
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<Producer>, WitError>> {
+        let Some(grant) = self.ctx.module.grants.get(&name).cloned() else {
+            let err = self
+                .ctx
+                .module
+                .deny(format!("kafka grant {name:?} not in manifest"));
+            return Ok(Err(err.into()));
+        };
+        Ok(Ok(self.table.push(Producer { grant })?))
+    }
+}
+
+impl wit::HostProducer for KafkaHost<'_> {
+    async fn send(
+        &mut self,
+        this: Resource<Producer>,
+        topic: String,
+        message: WitOutgoing,
+    ) -> wasmtime::Result<Result<Receipt, WitError>> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let records = [outgoing(message)];
+        Ok(self
+            .ctx
+            .module
+            .send(&grant, &topic, &records)
+            .await
+            .map(|r| receipt(r[0]))
+            .map_err(Into::into))
+    }
+
+    async fn send_batch(
+        &mut self,
+        this: Resource<Producer>,
+        topic: String,
+        records: Vec<WitOutgoing>,
+    ) -> wasmtime::Result<Result<Vec<Receipt>, WitError>> {
+        let grant = self.table.get(&this)?.grant.clone();
+        let records: Vec<_> = records.into_iter().map(outgoing).collect();
+        Ok(self
+            .ctx
+            .module
+            .send(&grant, &topic, &records)
+            .await
+            .map(|r| r.into_iter().map(receipt).collect())
+            .map_err(Into::into))
+    }
+
+    async fn drop(&mut self, this: Resource<Producer>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Sending records on a backend's shared producer: pipelined, each awaited
+//! until the broker acknowledged it.
+
+use futures_util::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use warden_capability::CapabilityError;
+
+use crate::backend::KafkaBackend;
+use crate::limits::Outgoing;
+
+/// Where the broker stored a record: partition and offset.
+pub type Receipt = (i32, i64);
+
+impl KafkaBackend {
+    /// Sends `records` to `topic` (already checked against the grant and
+    /// the size caps); receipts come back in order.
+    pub async fn send(
+        &self,
+        topic: &str,
+        records: &[Outgoing],
+    ) -> Result<Vec<Receipt>, CapabilityError> {
+        let queue_timeout = Timeout::After(self.config().delivery_timeout.0);
+        let sends = records.iter().map(|r| {
+            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            });
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
+                .payload(&r.payload)
+                .headers(headers);
+            if let Some(key) = &r.key {
+                record = record.key(key);
+            }
+            self.producer().send(record, queue_timeout)
+        });
+        // Polled together: every record is queued before the first is awaited.
+        let results = join_all(sends).await;
+        let mut receipts = Vec::with_capacity(results.len());
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(delivery) => receipts.push((delivery.partition, delivery.offset)),
+                Err((e, _)) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let errors = records.len() - receipts.len();
+        self.count(receipts.len() as u64, errors as u64);
+        match first_error {
+            None => Ok(receipts),
+            Some(e) => Err(self.error(topic, e, errors, records.len())),
+        }
+    }
+
+    fn error(&self, topic: &str, e: KafkaError, failed: usize, of: usize) -> CapabilityError {
+        let what = if of == 1 {
+            format!("send to {topic:?} on kafka backend {}", self.id)
+        } else {
+            format!(
+                "{failed} of {of} records to {topic:?} on kafka backend {} were not acknowledged",
+                self.id
+            )
+        };
+        match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageTimedOut) => CapabilityError::Timeout(format!(
+                "{what}: no acknowledgement within {} (broker down, or no such topic)",
+                self.config().delivery_timeout
+            )),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                CapabilityError::NotFound(format!("{what}: no such topic"))
+            }
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+                CapabilityError::LimitExceeded(format!("{what}: the broker refused the size: {e}"))
+            }
+            Some(
+                RDKafkaErrorCode::QueueFull
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::NotEnoughReplicas
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition,
+            ) => CapabilityError::Unavailable(format!("{what}: {e}")),
+            _ => CapabilityError::Backend(format!("{what}: {e}")),
+        }
+    }
+}
