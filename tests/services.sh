@@ -24,9 +24,26 @@ ensure() { # <name> <port> <start command...>
   wait_for "$name" "$port"
 }
 
+# Kafka: the Kafka-compatible `tansu` broker (in-memory), installed once per machine.
+ensure_kafka() {
+  if up 9092; then return 0; fi
+  if ! command -v tansu >/dev/null; then
+    echo "[services] installing tansu (Kafka-compatible broker; ~25 min once per machine)" >&2
+    cargo install tansu --locked --features dynostore >&2 || return 1
+  fi
+  echo "[services] starting tansu on 127.0.0.1:9092" >&2
+  mkdir -p "${TMPDIR:-/tmp}/warden-tansu"
+  setsid nohup tansu broker --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ \
+    >"${TMPDIR:-/tmp}/warden-tansu/broker.log" 2>&1 < /dev/null &
+  wait_for tansu 9092
+}
+
+export PATH="$HOME/.cargo/bin:$PATH"
 status=0
 ensure postgresql 5432 bash -c 'pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start' || status=1
 ensure mariadb 3306 bash -c 'mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null; start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql' || status=1
 ensure redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || status=1
 ensure rabbitmq 5672 rabbitmq-server -detached || status=1
+ensure_kafka || status=1
 exit $status

@@ -35,6 +35,8 @@ pub mod task {
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
             "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/kafka@0.1.0": crate::bindings::warden::host::kafka,
+            "warden:host/amqp@0.1.0": crate::bindings::warden::host::amqp,
             "warden:host/events@0.1.0": crate::bindings::warden::host::events,
         },
         pub_export_macro: true,
@@ -54,6 +56,8 @@ pub mod message {
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
             "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/kafka@0.1.0": crate::bindings::warden::host::kafka,
+            "warden:host/amqp@0.1.0": crate::bindings::warden::host::amqp,
             "warden:host/events@0.1.0": crate::bindings::warden::host::events,
         },
         pub_export_macro: true,
@@ -73,6 +77,8 @@ pub mod lifecycle {
             "warden:host/types@0.1.0": crate::bindings::warden::host::types,
             "warden:host/sql@0.1.0": crate::bindings::warden::host::sql,
             "warden:host/kv@0.1.0": crate::bindings::warden::host::kv,
+            "warden:host/kafka@0.1.0": crate::bindings::warden::host::kafka,
+            "warden:host/amqp@0.1.0": crate::bindings::warden::host::amqp,
             "warden:host/events@0.1.0": crate::bindings::warden::host::events,
         },
         pub_export_macro: true,
@@ -83,7 +89,9 @@ pub mod lifecycle {
 
 pub mod config;
 
+pub use bindings::warden::host::amqp;
 pub use bindings::warden::host::events;
+pub use bindings::warden::host::kafka;
 pub use bindings::warden::host::kv;
 pub use bindings::warden::host::sql;
 pub use bindings::warden::host::types::Error;

@@ -42,6 +42,9 @@ impl KafkaBackend {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // A node that died gives its partitions up within seconds.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "2000")
             .create()
             .map_err(|e| CapabilityError::Unavailable(format!("kafka backend {}: {e}", self.id)))?;
         consumer.subscribe(&[topic]).map_err(|e| {

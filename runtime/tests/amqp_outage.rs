@@ -1,0 +1,123 @@
+//! RabbitMQ going away under `warden serve`: publishes fail with
+//! `unavailable`, consumers reconnect by themselves, and a confirmed
+//! persistent message waits in its durable queue and is handled after. Its
+//! own test binary: it stops the shared broker (test binaries run one at a
+//! time).
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+/// Starts the broker again even when the test fails half-way.
+struct Restart;
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "await_startup"])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losing_messages() {
+    let q = format!("wo{}.q", std::process::id());
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        tmp.path(),
+        "[amqp.r]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n",
+    );
+    let probe = guest("broker-probe");
+    let grant = format!(
+        "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"/{q}\"]\nconsume = [\"{q}\"]\ndeclare = [\"{q}\"]\n"
+    );
+    s.upload(&probe, &probe_manifest("aout", &grant), true)
+        .await
+        .unwrap();
+    let call = async |op: &str, query: String, body: &[u8]| {
+        http(
+            &s.ingress,
+            "POST",
+            &format!("/aout/amqp/bus/{op}?{query}"),
+            None,
+            body,
+        )
+        .await
+    };
+    assert_eq!(
+        call("declare-queue", format!("name={q}&durable=1"), b"")
+            .await
+            .0,
+        200
+    );
+    s.upload(
+        &probe,
+        &probe_manifest(
+            "osub",
+            &format!("{grant}[[subscribe]]\nsource = \"amqp:r\"\ntopic = \"{q}\"\n"),
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    let publish = format!("exchange=&key={q}&persistent=1");
+    assert_eq!(call("publish", publish.clone(), b"before").await.0, 200);
+    eventually("handled before the outage", async || {
+        s.stderr()
+            .contains(&format!("handled amqp:r {q} before attempt 1"))
+    })
+    .await;
+
+    // Confirmed while the consumer is paused: it waits in the queue.
+    s.client(DEPLOYER)
+        .post_json("/v1/modules/osub/pause", &Value::Null)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(call("publish", publish.clone(), b"kept").await.0, 200);
+
+    let restart = Restart;
+    rabbitmqctl(&["stop_app"]);
+    let (status, body) = call("publish", publish.clone(), b"lost?").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("amqp backend r"), "{body}");
+    drop(restart);
+
+    s.client(DEPLOYER)
+        .post_json("/v1/modules/osub/resume", &Value::Null)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !s
+        .stderr()
+        .contains(&format!("handled amqp:r {q} kept attempt 1"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kept message was not handled: {}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Publishing works again on a new connection, and the consumer gets it.
+    let (status, body) = call("publish", publish, b"after").await;
+    assert_eq!(status, 200, "{body}");
+    eventually("handled after the outage", async || {
+        s.stderr()
+            .contains(&format!("handled amqp:r {q} after attempt 1"))
+    })
+    .await;
+}

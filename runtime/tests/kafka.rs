@@ -1,0 +1,275 @@
+//! Kafka through `warden serve` against the real broker (tansu on
+//! 127.0.0.1:9092, started by tests/services.sh): sends through guests,
+//! grants, message triggers with retries and dead letters, consumer-group
+//! resume after a restart, and redelivery of what a crash left uncommitted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const KAFKA: &str = "127.0.0.1:9092";
+
+fn unique() -> String {
+    format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
+/// tansu does not create topics on demand.
+async fn create_topics(topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()
+        .unwrap();
+    let new: Vec<_> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("the Kafka broker on 127.0.0.1:9092 (run tests/services.sh)")
+    {
+        result.expect("topic created");
+    }
+}
+
+async fn produce(topic: &str, payload: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::<(), _>::to(topic).payload(payload),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("native produce");
+}
+
+/// Broker round trips (group joins, commits) take longer than the
+/// default wait.
+async fn slowly<F: AsyncFn() -> bool>(what: &str, f: F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn host_config() -> String {
+    // Inside [server]: traps must not mark the crash module failed.
+    format!(
+        "failure-threshold = 1000\n[kafka.k]\nbootstrap-servers = \"{KAFKA}\"\ndelivery-timeout = \"2s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_once() {
+    let id = unique();
+    let (topic, dlq, crash) = (
+        format!("wt{id}.orders"),
+        format!("wt{id}.dlq"),
+        format!("wt{id}.crash"),
+    );
+    create_topics(&[&topic, &dlq, &crash]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &host_config());
+    let probe = guest("broker-probe");
+    let up = async |name: &str, extra: String| {
+        s.upload(&probe, &probe_manifest(name, &extra), true)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    up("kpub", format!("[limits]\ntimeout = \"5s\"\n[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"wt{id}.*\"]\n")).await;
+    up(
+        "ksub",
+        format!(
+            "[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"{dlq}\"]\nconsume = [\"{topic}\"]\n\
+             [[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{topic}\"\nmax-retries = 1\ndead-letter = \"{dlq}\"\n"
+        ),
+    )
+    .await;
+    up(
+        "kdlq",
+        format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{dlq}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{dlq}\"\n"),
+    )
+    .await;
+
+    // Round trip: guest → Kafka → guest.
+    let (status, body) = http(
+        &s.ingress,
+        "POST",
+        &format!("/kpub/kafka/ev/{topic}"),
+        None,
+        b"hello",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("sent 0:"), "{body}");
+    slowly("the subscriber handled it", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {topic} hello attempt 1 []"))
+    })
+    .await;
+    // A batch, all acknowledged.
+    let (status, body) = http(
+        &s.ingress,
+        "POST",
+        &format!("/kpub/kafka/ev/{topic}?n=20"),
+        None,
+        b"batch",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "sent 20"));
+
+    // A failing handler: 1 + max-retries attempts, then the dead-letter topic with the error.
+    let (status, _) = http(
+        &s.ingress,
+        "POST",
+        &format!("/kpub/kafka/ev/{topic}"),
+        None,
+        b"fail",
+    )
+    .await;
+    assert_eq!(status, 200);
+    slowly("retries and the dead letter", async || {
+        let log = s.stderr();
+        log.contains(&format!("handled kafka:k {topic} fail attempt 2"))
+            && log.contains(&format!(
+                "handled kafka:k {dlq} fail attempt 1 [warden-error=failed: asked to fail,warden-original-topic={topic},warden-failed-module=ksub]"
+            ))
+    })
+    .await;
+    assert!(
+        !s.stderr()
+            .contains(&format!("handled kafka:k {topic} fail attempt 3"))
+    );
+
+    // Outside the grant, oversize, floods, bad names: refused before the broker.
+    for (path, expected, what) in [
+        (
+            format!("/kpub/kafka/other/{topic}"),
+            403,
+            "kafka grant \"other\" not in manifest",
+        ),
+        (
+            format!("/kpub/kafka/ev/payments"),
+            403,
+            "not in grants.kafka.ev.produce",
+        ),
+        (
+            format!("/kpub/kafka/ev/{topic}?size=2000000"),
+            413,
+            "payload is 2000000 bytes",
+        ),
+        (
+            format!("/kpub/kafka/ev/{topic}?headers=100"),
+            413,
+            "100 headers",
+        ),
+        (
+            format!("/kpub/kafka/ev/{topic}?headers=10&header-size=4000"),
+            413,
+            "headers is",
+        ),
+        (
+            format!("/kpub/kafka/ev/{topic}?n=1001"),
+            413,
+            "a batch of 1001 records",
+        ),
+        (
+            format!("/kpub/kafka/ev/wt{id}.bad$name"),
+            400,
+            "is not a Kafka topic name",
+        ),
+        (
+            format!("/kpub/kafka/ev/wt{id}.missing"),
+            504,
+            "no acknowledgement within 2s",
+        ),
+    ] {
+        let (status, body) = http(&s.ingress, "POST", &path, None, b"x").await;
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(body.contains(what), "{path}: {body}");
+    }
+    // Consuming a topic outside the grant cannot even be uploaded.
+    let err = s
+        .upload(
+            &probe,
+            &probe_manifest(
+                "thief",
+                &format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{dlq}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{topic}\"\n"),
+            ),
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("subscribe[0].topic"), "{err}");
+    slowly("the denials in the audit log", async || {
+        let kinds = audit_kinds(&s, "").await;
+        kinds.contains(&("kpub".into(), "denied".into()))
+            && kinds.contains(&("ksub".into(), "dead-letter".into()))
+    })
+    .await;
+
+    // Resume from the committed offset: what was handled is not handled
+    // again; what was sent while warden was down is.
+    let dir = s.stop();
+    produce(&topic, "while-down").await;
+    let s = Server::start(&dir, &host_config());
+    slowly("the record sent while down", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {topic} while-down attempt 1"))
+    })
+    .await;
+    let log = s.stderr();
+    assert!(!log.contains("hello attempt"), "handled twice: {log}");
+    assert!(
+        !log.contains(&format!("{topic} fail attempt")),
+        "handled twice: {log}"
+    );
+
+    // A handler that keeps trapping is retried, never committed: after a
+    // crash (SIGKILL) the next node gets the record again.
+    let probe = guest("broker-probe");
+    s.upload(
+        &probe,
+        &probe_manifest(
+            "kcrash",
+            &format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{crash}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{crash}\"\nmax-retries = 100\n"),
+        ),
+        true,
+    )
+    .await
+    .unwrap();
+    produce(&crash, "trap").await;
+    slowly("the trapping handler retried", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {crash} trap attempt 2"))
+    })
+    .await;
+    let dir = s.dir.clone();
+    drop(s); // SIGKILL
+    let s = Server::start(&dir, &host_config());
+    slowly("the uncommitted record redelivered", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {crash} trap attempt 1"))
+    })
+    .await;
+}
