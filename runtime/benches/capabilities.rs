@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use redis::AsyncCommands;
 use serde_json::json;
@@ -17,8 +16,12 @@ use warden_capability::LogAudit;
 use warden_fs::HostPaths;
 use warden_kv::{KvBackendConfig, KvBackends};
 use warden_runtime::linker::build_linker;
-use warden_runtime::{EngineOptions, Limits, LoadContext, LoadedModule, Manifest, WardenEngine};
+use warden_runtime::{
+    Backends, EngineOptions, Limits, LoadContext, LoadedModule, Manifest, WardenEngine,
+};
 use warden_sql::{SqlBackendConfig, SqlBackends};
+
+mod common;
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -26,54 +29,6 @@ const POOL: u32 = 4;
 const CONCURRENCY: usize = 4;
 const CALLS: usize = 8_000;
 const ROUNDS: usize = 5;
-
-/// Runs `CALLS` calls of `f` from `CONCURRENCY` tasks; returns calls/s.
-async fn throughput<F, Fut>(f: F) -> f64
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|t| {
-            let f = f.clone();
-            tokio::spawn(async move {
-                for i in 0..CALLS / CONCURRENCY {
-                    f(t * CALLS + i).await;
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    CALLS as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Alternates native and guest runs so drift on a shared machine hits both;
-/// returns the medians of native, guest and of the per-round ratios.
-async fn rounds<N, NF, G, GF>(native: N, guest: G) -> (f64, f64, f64)
-where
-    N: Fn(usize) -> NF + Clone + Send + 'static,
-    NF: Future<Output = ()> + Send,
-    G: Fn(usize) -> GF + Clone + Send + 'static,
-    GF: Future<Output = ()> + Send,
-{
-    let (mut ns, mut gs, mut rs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let n = throughput(native.clone()).await;
-        let g = throughput(guest.clone()).await;
-        ns.push(n);
-        gs.push(g);
-        rs.push(g / n);
-    }
-    (median(ns), median(gs), median(rs))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModule {
     let linker = build_linker(engine).unwrap();
@@ -92,8 +47,11 @@ fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModu
         host_paths: HostPaths::RelativeTo(".".into()),
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
-        sql,
-        kv,
+        backends: &Backends {
+            sql: sql.clone(),
+            kv: kv.clone(),
+            ..Backends::default()
+        },
         events: Arc::new(warden_events::NoBus),
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load lookup")
@@ -205,9 +163,9 @@ async fn main() {
         "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |"
     );
     println!("|---|---|---|---|");
-    let (n, g, r) = rounds(native_sql, guest_sql).await;
+    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql, guest_sql).await;
     println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
-    let (n, g, r) = rounds(native_kv, guest_kv).await;
+    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_kv, guest_kv).await;
     println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
 
     sqlx::raw_sql("DROP TABLE warden_bench")

@@ -41,8 +41,7 @@ fn load(pooling: bool) -> LoadedModule {
         host_paths: HostPaths::RelativeTo(".".into()),
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
-        sql: &warden_sql::SqlBackends::default(),
-        kv: &warden_kv::KvBackends::default(),
+        backends: &warden_runtime::Backends::default(),
         events: std::sync::Arc::new(warden_events::NoBus),
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");

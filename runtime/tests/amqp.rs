@@ -26,7 +26,7 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
     let n = |s: &str| format!("wa{id}.{s}");
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), HOST);
-    let probe = guest("broker-probe");
+    let probe = guest("amqp-probe");
     s.upload(
         &probe,
         &probe_manifest(
@@ -45,7 +45,7 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
         http(
             &s.ingress,
             "POST",
-            &format!("/aq/amqp/bus/{op}?{query}"),
+            &format!("/aq/bus/{op}?{query}"),
             None,
             body,
         )
@@ -168,7 +168,7 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
         assert_eq!(status, expected, "{op} {query}: {body}");
         assert!(body.contains(what), "{op} {query}: {body}");
     }
-    let (status, body) = http(&s.ingress, "POST", "/aq/amqp/nope/get?queue=x", None, b"").await;
+    let (status, body) = http(&s.ingress, "POST", "/aq/nope/get?queue=x", None, b"").await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body.contains("amqp grant \"nope\" not in manifest"),

@@ -40,7 +40,7 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
         tmp.path(),
         "[amqp.r]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n",
     );
-    let probe = guest("broker-probe");
+    let probe = guest("amqp-probe");
     let grant = format!(
         "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"/{q}\"]\nconsume = [\"{q}\"]\ndeclare = [\"{q}\"]\n"
     );
@@ -51,7 +51,7 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
         http(
             &s.ingress,
             "POST",
-            &format!("/aout/amqp/bus/{op}?{query}"),
+            &format!("/aout/bus/{op}?{query}"),
             None,
             body,
         )

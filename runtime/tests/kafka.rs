@@ -90,7 +90,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     create_topics(&[&topic, &dlq, &crash]).await;
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &host_config());
-    let probe = guest("broker-probe");
+    let probe = guest("kafka-probe");
     let up = async |name: &str, extra: String| {
         s.upload(&probe, &probe_manifest(name, &extra), true)
             .await
@@ -115,7 +115,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     let (status, body) = http(
         &s.ingress,
         "POST",
-        &format!("/kpub/kafka/ev/{topic}"),
+        &format!("/kpub/ev/{topic}"),
         None,
         b"hello",
     )
@@ -131,7 +131,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     let (status, body) = http(
         &s.ingress,
         "POST",
-        &format!("/kpub/kafka/ev/{topic}?n=20"),
+        &format!("/kpub/ev/{topic}?n=20"),
         None,
         b"batch",
     )
@@ -142,7 +142,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     let (status, _) = http(
         &s.ingress,
         "POST",
-        &format!("/kpub/kafka/ev/{topic}"),
+        &format!("/kpub/ev/{topic}"),
         None,
         b"fail",
     )
@@ -164,42 +164,38 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     // Outside the grant, oversize, floods, bad names: refused before the broker.
     for (path, expected, what) in [
         (
-            format!("/kpub/kafka/other/{topic}"),
+            format!("/kpub/other/{topic}"),
             403,
             "kafka grant \"other\" not in manifest",
         ),
         (
-            format!("/kpub/kafka/ev/payments"),
+            format!("/kpub/ev/payments"),
             403,
             "not in grants.kafka.ev.produce",
         ),
         (
-            format!("/kpub/kafka/ev/{topic}?size=2000000"),
+            format!("/kpub/ev/{topic}?size=2000000"),
             413,
             "payload is 2000000 bytes",
         ),
+        (format!("/kpub/ev/{topic}?headers=100"), 413, "100 headers"),
         (
-            format!("/kpub/kafka/ev/{topic}?headers=100"),
-            413,
-            "100 headers",
-        ),
-        (
-            format!("/kpub/kafka/ev/{topic}?headers=10&header-size=4000"),
+            format!("/kpub/ev/{topic}?headers=10&header-size=4000"),
             413,
             "headers is",
         ),
         (
-            format!("/kpub/kafka/ev/{topic}?n=1001"),
+            format!("/kpub/ev/{topic}?n=1001"),
             413,
             "a batch of 1001 records",
         ),
         (
-            format!("/kpub/kafka/ev/wt{id}.bad$name"),
+            format!("/kpub/ev/wt{id}.bad$name"),
             400,
             "is not a Kafka topic name",
         ),
         (
-            format!("/kpub/kafka/ev/wt{id}.missing"),
+            format!("/kpub/ev/wt{id}.missing"),
             504,
             "no acknowledgement within 2s",
         ),
@@ -247,7 +243,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
 
     // A handler that keeps trapping is retried, never committed: after a
     // crash (SIGKILL) the next node gets the record again.
-    let probe = guest("broker-probe");
+    let probe = guest("kafka-probe");
     s.upload(
         &probe,
         &probe_manifest(
