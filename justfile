@@ -24,6 +24,11 @@ build:
 demo: build-guests build
     bash guest-modules/examples/serve-demo.sh
 
+# The broker examples (Kafka, RabbitMQ, Redis from tests/services.sh).
+demo-brokers: build-guests build
+    bash tests/services.sh
+    bash guest-modules/examples/brokers-demo.sh
+
 # A server on embedded defaults (data in ./.warden), or with a host config.
 serve *args: build
     ${CARGO_TARGET_DIR:-target}/release/warden serve {{args}}
@@ -74,4 +79,5 @@ bench: build-guests
     cargo bench -p warden-runtime --bench instantiate
     bash tests/services.sh
     cargo bench -p warden-runtime --bench capabilities
+    cargo bench -p warden-runtime --bench brokers
     cargo bench -p warden-runtime --bench serve

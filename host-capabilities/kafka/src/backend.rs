@@ -30,6 +30,10 @@ pub struct KafkaBackendConfig {
     pub ssl_certificate_location: Option<String>,
     pub ssl_key_location: Option<String>,
     pub ssl_key_password: Option<String>,
+    /// Topics the host creates at start-up when missing (one partition
+    /// each), for brokers that do not create topics on first use.
+    #[serde(default)]
+    pub create_topics: Vec<String>,
     /// How long a send may wait for the broker's acknowledgement.
     #[serde(default = "default_delivery_timeout")]
     pub delivery_timeout: HumanDuration,
@@ -168,6 +172,10 @@ impl KafkaBackends {
         self.backends.get(id).cloned()
     }
 
+    pub fn all(&self) -> Vec<Arc<KafkaBackend>> {
+        self.backends.values().cloned().collect()
+    }
+
     pub fn status(&self) -> Vec<KafkaBackendStatus> {
         let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
@@ -176,6 +184,41 @@ impl KafkaBackends {
 }
 
 impl KafkaBackend {
+    /// Creates the configured `create-topics` that do not exist yet.
+    pub async fn create_topics(&self) -> Result<(), String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+        if self.config.create_topics.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .config
+            .client_config(&self.id)?
+            .create()
+            .map_err(|e| format!("kafka.{}: {e}", self.id))?;
+        let topics: Vec<_> = self
+            .config
+            .create_topics
+            .iter()
+            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .map_err(|e| format!("kafka.{}: create-topics: {e}", self.id))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, e)) => {
+                    return Err(format!("kafka.{}: create topic {topic:?}: {e}", self.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn producer(&self) -> &FutureProducer {
         &self.producer
     }

@@ -78,6 +78,12 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         backends: Backends::new(&config)?,
         files,
     };
+    for kafka in host.backends.kafka.all() {
+        // A broker that is down must not stop the node: sends will say so.
+        if let Err(e) = kafka.create_topics().await {
+            tracing::warn!("{e}");
+        }
+    }
     let metrics = Arc::new(Metrics::default());
     let audit = audit::AuditLog::start(registry.clone(), metrics.clone());
     let bus = Arc::new(bus::Bus::default());
