@@ -169,7 +169,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
             "kafka grant \"other\" not in manifest",
         ),
         (
-            format!("/kpub/ev/payments"),
+            "/kpub/ev/payments".to_string(),
             403,
             "not in grants.kafka.ev.produce",
         ),

@@ -103,8 +103,11 @@ pub fn load_with_backends(
         host_paths: HostPaths::RelativeTo(base.to_path_buf()),
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
-        sql,
-        kv,
+        backends: &warden_runtime::Backends {
+            sql: sql.clone(),
+            kv: kv.clone(),
+            ..Default::default()
+        },
         events: Arc::new(warden_events::NoBus),
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;
