@@ -37,9 +37,12 @@ fn unknown_keys_name_their_path() {
     let e = &errors("[grants.fs]\n\"/d\" = { host = \"x\", acess = \"read-only\" }\n")[0];
     assert!(e.path.starts_with("grants.fs"), "{e}");
 
-    let e = &errors("[grants.kafka.events]\nbackend = \"k\"\n")[0];
-    assert_eq!(e.path, "grants.kafka");
-    assert!(e.message.contains("unknown field `kafka`"), "{e}");
+    let e = &errors("[grants.mqtt.events]\nbackend = \"k\"\n")[0];
+    assert_eq!(e.path, "grants.mqtt");
+    assert!(e.message.contains("unknown field `mqtt`"), "{e}");
+
+    let e = &errors("[grants.amqp.bus]\nbackend = \"r\"\nconsumes = [\"q\"]\n")[0];
+    assert_eq!(e.path, "grants.amqp.bus.consumes");
 
     let e = &errors("[grants.sql.main]\nbackend = \"db\"\nacess = \"read-write\"\n")[0];
     assert_eq!(e.path, "grants.sql.main.acess");
@@ -123,4 +126,47 @@ fn config_schemas_cannot_make_the_host_fetch_anything() {
     assert_eq!(errs[0].path, "config-schema", "{errs:?}");
     let m = "[module]\nname = \"m\"\nversion = \"1.0.0\"\n[config-schema]\n\"$ref\" = \"file:///etc/passwd\"\n";
     assert_eq!(Manifest::parse(m).unwrap_err()[0].path, "config-schema");
+}
+
+#[test]
+fn subscriptions_consume_only_what_a_grant_on_their_backend_allows() {
+    let ok = "[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"orders.*\"]\nproduce = [\"orders.dlq\"]\n\
+              [[subscribe]]\nsource = \"kafka:k\"\ntopic = \"orders.created\"\ndead-letter = \"orders.dlq\"\n";
+    Manifest::parse(&format!("{MINIMAL}{ok}")).unwrap();
+    let paths =
+        |extra: &str| -> Vec<String> { errors(extra).into_iter().map(|e| e.to_string()).collect() };
+    // Another backend's grant does not count.
+    let p = paths(
+        "[grants.kafka.ev]\nbackend = \"other\"\nconsume = [\"t\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"t\"\n",
+    );
+    assert!(
+        p[0].starts_with("subscribe[0].topic: no [grants.kafka.<name>] on backend \"k\""),
+        "{p:?}"
+    );
+    // Dead letters only where the module may produce / publish.
+    let p = paths(
+        "[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"t\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"t\"\ndead-letter = \"x\"\n",
+    );
+    assert!(p[0].starts_with("subscribe[0].dead-letter"), "{p:?}");
+    let p = paths(
+        "[grants.amqp.bus]\nbackend = \"r\"\nconsume = [\"q\"]\npublish = [\"dlx/other\"]\n[[subscribe]]\nsource = \"amqp:r\"\ntopic = \"q\"\ndead-letter = \"dlx\"\n",
+    );
+    assert!(p[0].contains("\"dlx/q\" in publish"), "{p:?}");
+    // Redis channels need exactly one kv prefix on the backend.
+    let p = paths("[[subscribe]]\nsource = \"redis:cache\"\ntopic = \"c\"\n");
+    assert!(p[0].contains("confined to a kv prefix"), "{p:?}");
+    let p = paths(
+        "[grants.kv.a]\nbackend = \"cache\"\nprefix = \"a:\"\n[grants.kv.b]\nbackend = \"cache\"\nprefix = \"b:\"\n[[subscribe]]\nsource = \"redis:cache\"\ntopic = \"c\"\n",
+    );
+    assert!(p[0].contains("ambiguous"), "{p:?}");
+    // Unknown kinds and missing ids.
+    for source in ["nats:x", "kafka:", "kafka"] {
+        let p = paths(&format!(
+            "[[subscribe]]\nsource = \"{source}\"\ntopic = \"t\"\n"
+        ));
+        assert!(p[0].starts_with("subscribe[0].source"), "{source}: {p:?}");
+    }
+    // Grant globs are checked.
+    let p = paths("[grants.amqp.bus]\nbackend = \"r\"\ndeclare = [\"\"]\n");
+    assert!(p[0].starts_with("grants.amqp.bus: declare"), "{p:?}");
 }
