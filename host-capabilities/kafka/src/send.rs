@@ -24,15 +24,20 @@ impl KafkaBackend {
     ) -> Result<Vec<Receipt>, CapabilityError> {
         let queue_timeout = Timeout::After(self.config().delivery_timeout.0);
         let sends = records.iter().map(|r| {
-            let headers = r.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                })
-            });
-            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
-                .payload(&r.payload)
-                .headers(headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&r.payload);
+            // No header list at all when there are none (librdkafka allocates one).
+            if !r.headers.is_empty() {
+                let headers = r.headers.iter().fold(
+                    OwnedHeaders::new_with_capacity(r.headers.len()),
+                    |h, (k, v)| {
+                        h.insert(Header {
+                            key: k,
+                            value: Some(v.as_bytes()),
+                        })
+                    },
+                );
+                record = record.headers(headers);
+            }
             if let Some(key) = &r.key {
                 record = record.key(key);
             }
