@@ -88,6 +88,8 @@ pub mod lifecycle {
 }
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod http;
 
 pub use bindings::warden::host::amqp;
 pub use bindings::warden::host::events;

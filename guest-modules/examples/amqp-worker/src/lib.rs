@@ -7,11 +7,10 @@
 //! `GET /jobs/stats` shows the total and the dead letters waiting.
 
 use warden_sdk::amqp::{self, Channel, ExchangeKind, Properties, QueueOptions};
+use warden_sdk::http::{read_body, respond};
 use warden_sdk::kv::Store;
 use warden_sdk::{Error, Lifecycle, Message, MessageHandler};
-use wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 struct Worker;
 
@@ -82,7 +81,7 @@ impl wasi::exports::http::incoming_handler::Guest for Worker {
         let path = request.path_with_query().unwrap_or_default();
         let result = match (request.method(), path.as_str()) {
             (Method::Post, "/jobs") => {
-                let body = read_body(request);
+                let body = read_body(request, 1 << 20);
                 channel()
                     .and_then(|c| c.publish("jobs", "work", &body, &properties(Vec::new())))
                     .map(|()| (202, "queued\n".to_string()))
@@ -135,33 +134,6 @@ fn stats() -> Result<(u16, String), Error> {
             dead.join(", ")
         ),
     ))
-}
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let response = OutgoingResponse::new(Fields::new());
-    response.set_status_code(status).expect("valid status");
-    let body = response.body().expect("body taken once");
-    ResponseOutparam::set(out, Ok(response));
-    let stream = body.write().expect("stream taken once");
-    stream
-        .blocking_write_and_flush(text.as_bytes())
-        .expect("writing the body");
-    drop(stream);
-    OutgoingBody::finish(body, None).expect("finishing the body");
-}
-
-fn read_body(request: IncomingRequest) -> Vec<u8> {
-    let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        data.extend_from_slice(&chunk);
-    }
-    data
 }
 
 wasi::http::proxy::export!(Worker);

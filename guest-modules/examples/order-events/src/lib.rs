@@ -5,12 +5,11 @@
 //! Delivery is at-least-once: a handler that fails is retried and the
 //! offset is committed only after it succeeded.
 
+use warden_sdk::http::{read_body, respond};
 use warden_sdk::kafka::{self, Outgoing};
 use warden_sdk::kv::Store;
 use warden_sdk::{Error, Message, MessageHandler};
-use wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 const TOPIC: &str = "orders.created";
 
@@ -20,7 +19,7 @@ impl wasi::exports::http::incoming_handler::Guest for Orders {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         let (status, text) = match (request.method(), path.as_str()) {
-            (Method::Post, "/orders") => place(read_body(request)),
+            (Method::Post, "/orders") => place(read_body(request, 1 << 20)),
             (Method::Get, "/orders/summary") => summary(),
             _ => Ok((404, "POST /orders or GET /orders/summary\n".into())),
         }
@@ -79,33 +78,6 @@ impl MessageHandler for Orders {
             .map_err(|e| format!("{e:?}"))?;
         Ok(())
     }
-}
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let response = OutgoingResponse::new(Fields::new());
-    response.set_status_code(status).expect("valid status");
-    let body = response.body().expect("body taken once");
-    ResponseOutparam::set(out, Ok(response));
-    let stream = body.write().expect("stream taken once");
-    stream
-        .blocking_write_and_flush(text.as_bytes())
-        .expect("writing the body");
-    drop(stream);
-    OutgoingBody::finish(body, None).expect("finishing the body");
-}
-
-fn read_body(request: IncomingRequest) -> Vec<u8> {
-    let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        data.extend_from_slice(&chunk);
-    }
-    data
 }
 
 wasi::http::proxy::export!(Orders);

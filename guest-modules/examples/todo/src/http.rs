@@ -2,9 +2,8 @@
 //! `GET` lists, `POST` with a title adds, `POST …/<id>/done` completes,
 //! `DELETE …/<id>` removes.
 
-use wasi::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use warden_sdk::http::{read_body, respond};
+use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 
 use crate::Todo;
 use crate::exports::warden_examples::todo::api::Guest;
@@ -35,7 +34,7 @@ impl wasi::exports::http::incoming_handler::Guest for Todo {
                 Err(e) => (500, e),
             },
             (Method::Post, None, _) => {
-                let title = String::from_utf8_lossy(&read_body(request))
+                let title = String::from_utf8_lossy(&read_body(request, 64 * 1024))
                     .trim()
                     .to_string();
                 match Todo::add(title.clone()) {
@@ -67,41 +66,6 @@ fn found(result: Result<bool, String>) -> (u16, String) {
         Ok(false) => (404, "no such to-do\n".into()),
         Err(e) => (500, e),
     }
-}
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
-        .expect("valid header");
-    let response = OutgoingResponse::new(headers);
-    response.set_status_code(status).expect("valid status");
-    let body = response.body().expect("body taken once");
-    ResponseOutparam::set(out, Ok(response));
-    let stream = body.write().expect("stream taken once");
-    for chunk in text.as_bytes().chunks(4096) {
-        stream
-            .blocking_write_and_flush(chunk)
-            .expect("writing the body");
-    }
-    drop(stream);
-    OutgoingBody::finish(body, None).expect("finishing the body");
-}
-
-fn read_body(request: IncomingRequest) -> Vec<u8> {
-    let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
-    // Titles are short; a bounded read keeps a huge body from growing memory.
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        data.extend_from_slice(&chunk);
-        if data.len() > 64 * 1024 {
-            break;
-        }
-    }
-    data
 }
 
 wasi::http::proxy::export!(Todo);

@@ -4,10 +4,9 @@
 //! returns an error and `trap` panics (to exercise retries and dead
 //! letters), except in dead letters, which it accepts; `slow` takes 5 s.
 
+use warden_sdk::http::{read_body, respond};
 use warden_sdk::{Error, Message};
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 struct EventProbe;
 
@@ -15,7 +14,7 @@ impl wasi::exports::http::incoming_handler::Guest for EventProbe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         let topic = path.rsplit('/').next().unwrap_or_default().to_string();
-        let body = read_body(request);
+        let body = read_body(request, 1 << 20);
         let (status, text) = match warden_sdk::events::publish(&topic, &body) {
             Ok(()) => (200, "published".to_string()),
             Err(Error::Denied(m)) => (403, m),
@@ -54,33 +53,6 @@ impl warden_sdk::MessageHandler for EventProbe {
             _ => Ok(()),
         }
     }
-}
-
-fn respond(out: ResponseOutparam, status: u16, text: &str) {
-    let response = OutgoingResponse::new(Fields::new());
-    response.set_status_code(status).expect("valid status");
-    let body = response.body().expect("body taken once");
-    ResponseOutparam::set(out, Ok(response));
-    let stream = body.write().expect("stream taken once");
-    stream
-        .blocking_write_and_flush(text.as_bytes())
-        .expect("writing the body");
-    drop(stream);
-    OutgoingBody::finish(body, None).expect("finishing the body");
-}
-
-fn read_body(request: IncomingRequest) -> Vec<u8> {
-    let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        data.extend_from_slice(&chunk);
-    }
-    data
 }
 
 wasi::http::proxy::export!(EventProbe);

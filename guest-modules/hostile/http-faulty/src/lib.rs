@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 struct HttpFaulty;
 
@@ -25,17 +23,7 @@ impl wasi::exports::http::incoming_handler::Guest for HttpFaulty {
             let ms: u64 = ms.parse().unwrap_or(0);
             std::thread::sleep(Duration::from_millis(ms));
         }
-        let headers = Fields::from_list(&[("content-type".into(), b"text/plain".to_vec())])
-            .expect("valid header");
-        let response = OutgoingResponse::new(headers);
-        let body = response.body().expect("body taken once");
-        ResponseOutparam::set(out, Ok(response));
-        let stream = body.write().expect("stream taken once");
-        stream
-            .blocking_write_and_flush(greeting.as_bytes())
-            .expect("writing the body");
-        drop(stream);
-        OutgoingBody::finish(body, None).expect("finishing the body");
+        warden_sdk::http::respond(out, 200, &greeting);
     }
 }
 

@@ -1,7 +1,8 @@
 //! HTTP plumbing and the message handler the broker probes share.
 
+use warden_sdk::http::read_body;
 use warden_sdk::{Error, Message};
-use wasi::http::types::{IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 /// A parsed probe request: path segments after `/<module>/`, the query,
 /// and the body (or `size` bytes of `x`).
@@ -20,7 +21,7 @@ impl Request {
         let mut r = Request {
             segments,
             query,
-            body: read_body(request),
+            body: read_body(request, 1 << 20),
         };
         if let Some(size) = r.num("size") {
             r.body = vec![b'x'; size];
@@ -65,32 +66,7 @@ pub fn respond(out: ResponseOutparam, result: Result<String, Error>) {
         Err(Error::Unavailable(m)) => (503, m),
         Err(Error::Backend(m)) => (502, m),
     };
-    let response = OutgoingResponse::new(wasi::http::types::Fields::new());
-    response.set_status_code(status).expect("valid status");
-    let body = response.body().expect("body taken once");
-    ResponseOutparam::set(out, Ok(response));
-    let stream = body.write().expect("stream taken once");
-    for chunk in text.as_bytes().chunks(4096) {
-        stream
-            .blocking_write_and_flush(chunk)
-            .expect("writing the body");
-    }
-    drop(stream);
-    OutgoingBody::finish(body, None).expect("finishing the body");
-}
-
-fn read_body(request: IncomingRequest) -> Vec<u8> {
-    let mut data = Vec::new();
-    let Ok(body) = request.consume() else {
-        return data;
-    };
-    let Ok(stream) = body.stream() else {
-        return data;
-    };
-    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-        data.extend_from_slice(&chunk);
-    }
-    data
+    warden_sdk::http::respond(out, status, &text);
 }
 
 /// Prints each message (with the `warden-*` headers); `fail` returns an
