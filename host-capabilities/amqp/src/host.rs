@@ -11,7 +11,7 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use warden_capability::{AuditSink, CapabilityError, Granted, resolve_grants};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::backend::{AmqpBackend, AmqpBackends, Lease};
@@ -47,11 +47,7 @@ pub struct AmqpModule {
     audit: Arc<dyn AuditSink>,
 }
 
-struct ModuleGrant {
-    name: String,
-    grant: AmqpGrant,
-    backend: Arc<AmqpBackend>,
-}
+type ModuleGrant = Granted<AmqpGrant, AmqpBackend>;
 
 impl AmqpModule {
     pub fn new(
@@ -60,23 +56,12 @@ impl AmqpModule {
         backends: &AmqpBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Self, String> {
-        let mut resolved = HashMap::new();
-        for (name, g) in grants {
-            let backend = backends.get(&g.backend).ok_or_else(|| {
-                format!(
-                    "grants.amqp.{name}.backend: no [amqp.{}] in the host config",
-                    g.backend
-                )
-            })?;
-            resolved.insert(
-                name.clone(),
-                Arc::new(ModuleGrant {
-                    name: name.clone(),
-                    grant: g.clone(),
-                    backend,
-                }),
-            );
-        }
+        let resolved = resolve_grants(
+            "amqp",
+            grants,
+            |g| g.backend.as_str(),
+            |id| backends.get(id),
+        )?;
         Ok(Self {
             module: module.to_string(),
             grants: resolved,
@@ -85,13 +70,7 @@ impl AmqpModule {
     }
 
     fn deny(&self, detail: String) -> CapabilityError {
-        self.audit.record(AuditEvent {
-            module: self.module.clone(),
-            kind: AuditKind::Denied,
-            rule: "amqp".into(),
-            detail: detail.clone(),
-        });
-        CapabilityError::Denied(detail)
+        self.audit.deny(&self.module, "amqp", detail)
     }
 }
 

@@ -1,6 +1,8 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use crate::CapabilityError;
+
 /// What an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
@@ -35,6 +37,18 @@ pub struct AuditEvent {
 /// Where audit events go. The server stores them; the CLI logs them.
 pub trait AuditSink: Send + Sync {
     fn record(&self, event: AuditEvent);
+
+    /// Records that the `rule` capability's grant refused `module`, and
+    /// returns the error the guest sees.
+    fn deny(&self, module: &str, rule: &str, detail: String) -> CapabilityError {
+        self.record(AuditEvent {
+            module: module.to_string(),
+            kind: AuditKind::Denied,
+            rule: rule.to_string(),
+            detail: detail.clone(),
+        });
+        CapabilityError::Denied(detail)
+    }
 }
 
 /// Logs events through `tracing` (target `warden::audit`).

@@ -4,10 +4,12 @@
 mod audit;
 mod error;
 mod glob;
+mod grants;
 mod units;
 pub mod wit;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
+pub use grants::{Granted, resolve_grants};
 pub use units::{ByteSize, HumanDuration, Rate};

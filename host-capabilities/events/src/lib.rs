@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use warden_capability::{
-    AuditEvent, AuditKind, AuditSink, CapabilityError, check_globs, glob_matches,
-};
+use warden_capability::{AuditSink, CapabilityError, check_globs, glob_matches};
 use wasmtime::component::{HasData, Linker};
 
 mod bindings {
@@ -87,14 +85,11 @@ impl EventsModule {
             .as_ref()
             .is_some_and(|g| g.publish.iter().any(|p| glob_matches(p, topic)));
         if !allowed {
-            let detail = format!("publish to topic {topic:?} is not in grants.events.publish");
-            self.audit.record(AuditEvent {
-                module: self.module.clone(),
-                kind: AuditKind::Denied,
-                rule: "events".into(),
-                detail: detail.clone(),
-            });
-            return Err(CapabilityError::Denied(detail));
+            return Err(self.audit.deny(
+                &self.module,
+                "events",
+                format!("publish to topic {topic:?} is not in grants.events.publish"),
+            ));
         }
         if payload.len() > MAX_PAYLOAD {
             return Err(CapabilityError::LimitExceeded(format!(

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use warden_capability::{AuditSink, CapabilityError, Granted, resolve_grants};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::backend::{KafkaBackend, KafkaBackends};
@@ -32,11 +32,7 @@ pub struct KafkaModule {
     audit: Arc<dyn AuditSink>,
 }
 
-struct ModuleGrant {
-    name: String,
-    grant: KafkaGrant,
-    backend: Arc<KafkaBackend>,
-}
+type ModuleGrant = Granted<KafkaGrant, KafkaBackend>;
 
 impl KafkaModule {
     pub fn new(
@@ -45,23 +41,12 @@ impl KafkaModule {
         backends: &KafkaBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Self, String> {
-        let mut resolved = HashMap::new();
-        for (name, g) in grants {
-            let backend = backends.get(&g.backend).ok_or_else(|| {
-                format!(
-                    "grants.kafka.{name}.backend: no [kafka.{}] in the host config",
-                    g.backend
-                )
-            })?;
-            resolved.insert(
-                name.clone(),
-                Arc::new(ModuleGrant {
-                    name: name.clone(),
-                    grant: g.clone(),
-                    backend,
-                }),
-            );
-        }
+        let resolved = resolve_grants(
+            "kafka",
+            grants,
+            |g| g.backend.as_str(),
+            |id| backends.get(id),
+        )?;
         Ok(Self {
             module: module.to_string(),
             grants: resolved,
@@ -70,13 +55,7 @@ impl KafkaModule {
     }
 
     fn deny(&self, detail: String) -> CapabilityError {
-        self.audit.record(AuditEvent {
-            module: self.module.clone(),
-            kind: AuditKind::Denied,
-            rule: "kafka".into(),
-            detail: detail.clone(),
-        });
-        CapabilityError::Denied(detail)
+        self.audit.deny(&self.module, "kafka", detail)
     }
 
     /// Checks a send against the grant and the caps, then sends.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
-use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use warden_capability::{AuditSink, CapabilityError};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::backend::{KvBackend, KvBackends};
@@ -219,14 +219,13 @@ impl wit::Host for KvHost<'_> {}
 impl wit::HostStore for KvHost<'_> {
     async fn open(&mut self, name: String) -> WitResult<Resource<Store>> {
         let Some(grant) = self.ctx.module.grants.get(&name).cloned() else {
-            let detail = format!("kv grant {name:?} not in manifest");
-            self.ctx.module.audit.record(AuditEvent {
-                module: self.ctx.module.module.clone(),
-                kind: AuditKind::Denied,
-                rule: "kv".into(),
-                detail: detail.clone(),
-            });
-            return Ok(Err(WitError::Denied(detail)));
+            let m = &self.ctx.module;
+            let err = m.audit.deny(
+                &m.module,
+                "kv",
+                format!("kv grant {name:?} not in manifest"),
+            );
+            return Ok(Err(err.into()));
         };
         Ok(Ok(self.table.push(Store { grant })?))
     }

@@ -1,7 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use warden_capability::{AuditEvent, AuditKind, AuditSink};
+use warden_capability::AuditSink;
 
 use crate::grant::{Endpoint, EndpointHost, parse_name};
 
@@ -87,12 +87,7 @@ impl NetPolicy {
     }
 
     pub(crate) fn deny(&self, detail: String) {
-        self.audit.record(AuditEvent {
-            module: self.module.clone(),
-            kind: AuditKind::Denied,
-            rule: "net".into(),
-            detail,
-        });
+        self.audit.deny(&self.module, "net", detail);
     }
 }
 

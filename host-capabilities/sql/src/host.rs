@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
+use warden_capability::{AuditSink, CapabilityError};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::conn::{Caps, Conn};
@@ -99,13 +99,7 @@ impl SqlModule {
     }
 
     fn deny(&self, detail: String) -> CapabilityError {
-        self.audit.record(AuditEvent {
-            module: self.module.clone(),
-            kind: AuditKind::Denied,
-            rule: "sql".into(),
-            detail: detail.clone(),
-        });
-        CapabilityError::Denied(detail)
+        self.audit.deny(&self.module, "sql", detail)
     }
 }
 

@@ -1,0 +1,38 @@
+//! Resolving a manifest's `[grants.<kind>.<name>]` against the host's
+//! backends, once, when a module is loaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A grant with the shared backend it names.
+pub struct Granted<G, B> {
+    /// The grant's name in the manifest (what the guest passes to `open`).
+    pub name: String,
+    pub grant: G,
+    pub backend: Arc<B>,
+}
+
+/// Every grant of one kind with its backend; a grant naming a backend the
+/// host config lacks is an error naming both.
+pub fn resolve_grants<G: Clone, B>(
+    kind: &str,
+    grants: &BTreeMap<String, G>,
+    backend_of: impl Fn(&G) -> &str,
+    lookup: impl Fn(&str) -> Option<Arc<B>>,
+) -> Result<HashMap<String, Arc<Granted<G, B>>>, String> {
+    grants
+        .iter()
+        .map(|(name, grant)| {
+            let id = backend_of(grant);
+            let backend = lookup(id).ok_or_else(|| {
+                format!("grants.{kind}.{name}.backend: no [{kind}.{id}] in the host config")
+            })?;
+            let granted = Granted {
+                name: name.clone(),
+                grant: grant.clone(),
+                backend,
+            };
+            Ok((name.clone(), Arc::new(granted)))
+        })
+        .collect()
+}
