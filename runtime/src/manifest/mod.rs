@@ -274,59 +274,52 @@ impl Manifest {
         let dead_letter = s.dead_letter.as_deref();
         match source {
             Source::Events => Ok(()),
-            Source::Kafka(backend) => {
-                let grants: Vec<_> = self
-                    .grants
-                    .kafka
-                    .values()
-                    .filter(|g| g.backend == backend)
-                    .collect();
-                if !grants.iter().any(|g| g.may_consume(&s.topic)) {
-                    return Err((
-                        "topic",
-                        format!(
-                            "no [grants.kafka.<name>] on backend {backend:?} has {:?} in consume",
-                            s.topic
-                        ),
-                    ));
-                }
+            Source::Kafka(b) => {
+                let on = |key, wanted, allows: &dyn Fn(&KafkaGrant) -> bool| {
+                    granted_on(
+                        "kafka",
+                        b,
+                        &self.grants.kafka,
+                        |g| &g.backend,
+                        key,
+                        wanted,
+                        allows,
+                    )
+                };
+                on("topic", format!("{:?} in consume", s.topic), &|g| {
+                    g.may_consume(&s.topic)
+                })?;
                 match dead_letter {
-                    Some(dl) if !grants.iter().any(|g| g.may_produce(dl)) => Err((
-                        "dead-letter",
-                        format!(
-                            "no [grants.kafka.<name>] on backend {backend:?} has {dl:?} in produce"
-                        ),
-                    )),
-                    _ => Ok(()),
+                    Some(dl) => on("dead-letter", format!("{dl:?} in produce"), &|g| {
+                        g.may_produce(dl)
+                    }),
+                    None => Ok(()),
                 }
             }
-            Source::Amqp(backend) => {
-                let grants: Vec<_> = self
-                    .grants
-                    .amqp
-                    .values()
-                    .filter(|g| g.backend == backend)
-                    .collect();
-                if !grants.iter().any(|g| g.may_consume(&s.topic)) {
-                    return Err((
-                        "topic",
-                        format!(
-                            "no [grants.amqp.<name>] on backend {backend:?} has queue {:?} in consume",
-                            s.topic
-                        ),
-                    ));
-                }
+            Source::Amqp(b) => {
+                let on = |key, wanted, allows: &dyn Fn(&AmqpGrant) -> bool| {
+                    granted_on(
+                        "amqp",
+                        b,
+                        &self.grants.amqp,
+                        |g| &g.backend,
+                        key,
+                        wanted,
+                        allows,
+                    )
+                };
+                on("topic", format!("queue {:?} in consume", s.topic), &|g| {
+                    g.may_consume(&s.topic)
+                })?;
                 // Dead letters go to that exchange with the queue name as
                 // routing key.
                 match dead_letter {
-                    Some(dl) if !grants.iter().any(|g| g.may_publish(dl, &s.topic)) => Err((
+                    Some(dl) => on(
                         "dead-letter",
-                        format!(
-                            "no [grants.amqp.<name>] on backend {backend:?} has \"{dl}/{}\" in publish",
-                            s.topic
-                        ),
-                    )),
-                    _ => Ok(()),
+                        format!("\"{dl}/{}\" in publish", s.topic),
+                        &|g| g.may_publish(dl, &s.topic),
+                    ),
+                    None => Ok(()),
                 }
             }
             Source::Redis(backend) => self
@@ -349,6 +342,30 @@ impl Manifest {
                 "more than one [grants.kv.<name>] on backend {backend:?}: the channel prefix is ambiguous"
             )),
         }
+    }
+}
+
+/// Ok when one of the module's `kind` grants on `backend` allows it; else
+/// the subscription key at fault and what is missing.
+fn granted_on<G>(
+    kind: &str,
+    backend: &str,
+    grants: &BTreeMap<String, G>,
+    backend_of: impl Fn(&G) -> &String,
+    key: &'static str,
+    wanted: String,
+    allows: &dyn Fn(&G) -> bool,
+) -> Result<(), (&'static str, String)> {
+    if grants
+        .values()
+        .any(|g| backend_of(g) == backend && allows(g))
+    {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("no [grants.{kind}.<name>] on backend {backend:?} has {wanted}"),
+        ))
     }
 }
 
