@@ -136,7 +136,7 @@ impl Delivery {
         let Some(dead_letter) = self.dead_letter.clone() else {
             return;
         };
-        message.headers = dead_letter_headers(&message, &error, name);
+        message.headers = dead_letter_headers(&message.headers, &message.topic, &error, name);
         message.topic = dead_letter;
         message.attempt = 1;
         let topic = message.topic.clone();

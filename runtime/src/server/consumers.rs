@@ -5,6 +5,7 @@
 //! or the message was dead-lettered, so a crash or trap redelivers it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,50 +14,68 @@ use warden_amqp::{AmqpBackend, Inbound, Properties};
 use warden_kafka::{Incoming, KafkaBackend, Outgoing};
 
 use super::delivery::{
-    Outcome, WhenResting, dead_letter_headers, handle_with_retries, record_dead_letter, retries,
-    until_resting, until_serving,
+    Outcome, RECONNECT, WhenResting, connect_when_serving, dead_letter_headers,
+    handle_with_retries, record_dead_letter, retries, while_serving,
 };
 use super::deployments::Deployed;
 use super::node::Node;
 use crate::manifest::{Source, Subscription};
 use crate::message::Message;
 
-/// Pause before reconnecting a consumer whose broker went away.
-const RECONNECT: Duration = Duration::from_secs(1);
-
-/// A running consumer is identified by its module and its whole
-/// subscription: a new version with the same subscription keeps it (no
-/// rebalance on a hot swap), a changed one restarts it.
-type Key = (String, String, String, Option<u32>, Option<String>);
+/// What one consumer task serves. A new version with the same key keeps
+/// the running consumer (no rebalance on a hot swap); a changed one
+/// restarts it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    module: String,
+    source: String,
+    topic: String,
+    max_retries: Option<u32>,
+    dead_letter: Option<String>,
+    /// Redis: the kv prefix the channels live under.
+    prefix: Option<String>,
+}
 
 #[derive(Default)]
 pub struct Consumers {
     running: Mutex<HashMap<Key, JoinHandle<()>>>,
+    /// The deployments' generation the running set was made for.
+    seen: AtomicU64,
 }
 
 impl Consumers {
     /// Starts the consumers installed modules need and stops the others.
+    /// Cheap when nothing was installed since the last call.
     pub fn reconcile(&self, node: &Arc<Node>) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = node.deployments.generation();
+        let crashed = running.values().any(JoinHandle::is_finished);
+        if self.seen.swap(generation, Ordering::Relaxed) == generation && !crashed {
+            return;
+        }
         let mut wanted: HashMap<Key, (Arc<Deployed>, Subscription)> = HashMap::new();
         for deployed in node.deployments.all() {
             let Some(version) = deployed.current() else {
                 continue;
             };
-            for sub in &version.module.manifest().subscribe {
-                if matches!(Source::parse(&sub.source), Ok(Source::Events) | Err(_)) {
-                    continue;
-                }
-                let key = (
-                    deployed.name.clone(),
-                    sub.source.clone(),
-                    sub.topic.clone(),
-                    sub.max_retries,
-                    sub.dead_letter.clone(),
-                );
+            let manifest = version.module.manifest();
+            for sub in &manifest.subscribe {
+                let prefix = match Source::parse(&sub.source) {
+                    Ok(Source::Events) | Err(_) => continue,
+                    Ok(Source::Redis(id)) => manifest.redis_prefix(id).ok().map(str::to_string),
+                    Ok(_) => None,
+                };
+                let key = Key {
+                    module: deployed.name.clone(),
+                    source: sub.source.clone(),
+                    topic: sub.topic.clone(),
+                    max_retries: sub.max_retries,
+                    dead_letter: sub.dead_letter.clone(),
+                    prefix,
+                };
                 wanted.insert(key, (deployed.clone(), sub.clone()));
             }
         }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|key, task| {
             let keep = wanted.contains_key(key) && !task.is_finished();
             if !keep {
@@ -69,7 +88,7 @@ impl Consumers {
             if running.contains_key(&key) {
                 continue;
             }
-            if let Some(task) = start(node, deployed, sub) {
+            if let Some(task) = start(node, deployed, sub, key.prefix.clone()) {
                 running.insert(key, task);
             }
         }
@@ -87,7 +106,12 @@ impl Consumers {
     }
 }
 
-fn start(node: &Arc<Node>, deployed: Arc<Deployed>, sub: Subscription) -> Option<JoinHandle<()>> {
+fn start(
+    node: &Arc<Node>,
+    deployed: Arc<Deployed>,
+    sub: Subscription,
+    prefix: Option<String>,
+) -> Option<JoinHandle<()>> {
     let node = node.clone();
     let backends = &node.host.backends;
     // Backends exist: loading the module checked its grants against them.
@@ -102,7 +126,9 @@ fn start(node: &Arc<Node>, deployed: Arc<Deployed>, sub: Subscription) -> Option
         }
         Source::Redis(id) => {
             let backend = backends.kv.get(id)?;
-            tokio::spawn(super::redis_trigger::redis(node, deployed, sub, backend))
+            tokio::spawn(super::redis_trigger::redis(
+                node, deployed, sub, backend, prefix?,
+            ))
         }
         Source::Events => return None,
     };
@@ -118,55 +144,87 @@ async fn kafka(
     backend: Arc<KafkaBackend>,
 ) {
     let group = format!("warden.{}", deployed.name);
-    let retries = retries(&sub);
+    let what = format!("kafka consumer for {:?}", sub.topic);
     loop {
-        until_serving(&deployed).await;
-        let consumer = match backend.subscribe(&group, &sub.topic) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(module = %deployed.name, "kafka consumer for {:?}: {e}", sub.topic);
-                tokio::time::sleep(RECONNECT).await;
-                continue;
-            }
-        };
-        loop {
-            let record = tokio::select! {
-                r = consumer.next() => r,
-                () = until_resting(&deployed) => break,
-            };
+        let consumer = connect_when_serving(&deployed, &what, || {
+            std::future::ready(backend.subscribe(&group, &sub.topic))
+        })
+        .await;
+        while let Some(record) = while_serving(&deployed, consumer.next()).await {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(module = %deployed.name, "kafka {:?}: {e}", sub.topic);
+                    tracing::warn!(module = %deployed.name, "{what}: {e}");
                     tokio::time::sleep(RECONNECT).await;
                     continue;
                 }
             };
-            let mut message = kafka_message(&sub, &record);
-            let outcome = handle_with_retries(
-                &node,
-                &deployed,
-                &mut message,
-                retries,
-                "kafka",
-                WhenResting::GiveBack,
-            )
-            .await;
-            let settled = match outcome {
-                Outcome::Handled => true,
-                // Not committed: the group resumes here when it serves again.
-                Outcome::Resting => break,
-                Outcome::Failed(error) => {
-                    kafka_dead_letter(&node, &deployed, &sub, &backend, &message, &record, &error)
-                        .await
-                }
-            };
-            if settled && let Err(e) = consumer.commit(&record).await {
-                tracing::warn!(module = %deployed.name, "kafka {:?}: {e} (the record may be handled again)", sub.topic);
+            // A commit covers every earlier offset: after a record that is
+            // not settled, this consumer must not commit anything.
+            if !kafka_handle(&node, &deployed, &sub, &backend, &record).await {
+                break;
+            }
+            if let Err(e) = consumer.commit(&record).await {
+                tracing::warn!(module = %deployed.name, "{what}: {e} (the record may be handled again)");
             }
         }
         // Dropping the consumer leaves the group; uncommitted records are
         // redelivered to whoever consumes next.
+    }
+}
+
+/// Handles one record with retries; true when it is settled (handled, or
+/// dead-lettered) and may be committed.
+async fn kafka_handle(
+    node: &Node,
+    deployed: &Deployed,
+    sub: &Subscription,
+    backend: &KafkaBackend,
+    record: &Incoming,
+) -> bool {
+    let mut message = kafka_message(sub, record);
+    let retries = retries(sub);
+    let outcome = handle_with_retries(
+        node,
+        deployed,
+        &mut message,
+        retries,
+        "kafka",
+        WhenResting::GiveBack,
+    )
+    .await;
+    let error = match outcome {
+        Outcome::Handled => return true,
+        Outcome::Resting => return false,
+        Outcome::Failed(error) => error,
+    };
+    let Some(dl) = &sub.dead_letter else {
+        let went_to = "dropped (no dead-letter topic)";
+        record_dead_letter(node, deployed, &message, retries, &error, went_to);
+        return true;
+    };
+    let out = Outgoing {
+        key: record.key.clone(),
+        payload: record.payload.clone(),
+        headers: dead_letter_headers(&record.headers, &record.topic, &error, &deployed.name),
+    };
+    // A dead-letter topic that cannot be written to is retried, never
+    // skipped: the record must not be lost.
+    loop {
+        match backend.send(dl, std::slice::from_ref(&out)).await {
+            Ok(_) => {
+                let went_to = format!("sent to {dl:?}");
+                record_dead_letter(node, deployed, &message, retries, &error, &went_to);
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(module = %deployed.name, "dead-letter topic {dl:?}: {e}; retrying");
+                if deployed.serving().is_none() {
+                    return false;
+                }
+                tokio::time::sleep(RECONNECT).await;
+            }
+        }
     }
 }
 
@@ -189,67 +247,6 @@ fn kafka_message(sub: &Subscription, record: &Incoming) -> Message {
     }
 }
 
-/// Sends a failed record to the dead-letter topic; true when it may be
-/// committed (sent, or there is no dead-letter topic). A dead-letter topic
-/// that cannot be written to is retried, never skipped: the record must not
-/// be lost.
-async fn kafka_dead_letter(
-    node: &Node,
-    deployed: &Deployed,
-    sub: &Subscription,
-    backend: &KafkaBackend,
-    message: &Message,
-    record: &Incoming,
-    error: &str,
-) -> bool {
-    let retries = retries(sub);
-    let Some(dl) = &sub.dead_letter else {
-        record_dead_letter(
-            node,
-            deployed,
-            message,
-            retries,
-            error,
-            "dropped (no dead-letter topic)",
-        );
-        return true;
-    };
-    let out = Outgoing {
-        key: record.key.clone(),
-        payload: record.payload.clone(),
-        headers: dead_letter_headers(
-            &Message {
-                headers: record.headers.clone(),
-                ..message.clone()
-            },
-            error,
-            &deployed.name,
-        ),
-    };
-    loop {
-        match backend.send(dl, std::slice::from_ref(&out)).await {
-            Ok(_) => {
-                record_dead_letter(
-                    node,
-                    deployed,
-                    message,
-                    retries,
-                    error,
-                    &format!("sent to {dl:?}"),
-                );
-                return true;
-            }
-            Err(e) => {
-                tracing::error!(module = %deployed.name, "dead-letter topic {dl:?}: {e}; retrying");
-                if deployed.serving().is_none() {
-                    return false;
-                }
-                tokio::time::sleep(RECONNECT).await;
-            }
-        }
-    }
-}
-
 /// AMQP: up to `max-instances` messages in flight (the channel's prefetch),
 /// each acked after success; a failure is dead-lettered to the
 /// subscription's exchange and acked, or nacked without requeue (the
@@ -261,35 +258,22 @@ async fn amqp(
     backend: Arc<AmqpBackend>,
 ) {
     let tag = format!("warden.{}", deployed.name);
+    let what = format!("amqp consumer for {:?}", sub.topic);
     loop {
-        until_serving(&deployed).await;
-        let Some(version) = deployed.current() else {
-            continue;
-        };
-        let prefetch = version
-            .module
-            .limits()
-            .max_instances
-            .clamp(1, u16::MAX as u32) as u16;
-        drop(version);
-        let mut consumer = match backend.consume(&sub.topic, &tag, prefetch).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(module = %deployed.name, "amqp consumer for {:?}: {e}", sub.topic);
-                tokio::time::sleep(RECONNECT).await;
-                continue;
-            }
-        };
+        let (d, b, q, t) = (&deployed, &backend, &sub.topic, &tag);
+        let (mut consumer, prefetch) = connect_when_serving(d, &what, || async move {
+            let instances = d.current().map_or(1, |v| v.module.limits().max_instances);
+            let prefetch = instances.clamp(1, u16::MAX as u32) as u16;
+            let consumer = b.consume(q, t, prefetch).await?;
+            Ok((consumer, prefetch))
+        })
+        .await;
         let in_flight = Arc::new(tokio::sync::Semaphore::new(prefetch as usize));
-        loop {
-            let inbound = tokio::select! {
-                r = consumer.next() => r,
-                () = until_resting(&deployed) => break,
-            };
+        while let Some(inbound) = while_serving(&deployed, consumer.next()).await {
             let inbound = match inbound {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(module = %deployed.name, "amqp {:?}: {e}; reconnecting", sub.topic);
+                    tracing::warn!(module = %deployed.name, "{what}: {e}; reconnecting");
                     tokio::time::sleep(RECONNECT).await;
                     break;
                 }
@@ -334,7 +318,7 @@ async fn amqp_handle(
         attempt: 1,
     };
     let retries = retries(sub);
-    let settled = match handle_with_retries(
+    let outcome = handle_with_retries(
         node,
         deployed,
         &mut message,
@@ -342,60 +326,52 @@ async fn amqp_handle(
         "amqp",
         WhenResting::GiveBack,
     )
-    .await
-    {
+    .await;
+    let settled = match outcome {
         Outcome::Handled => inbound.ack().await,
         Outcome::Resting => inbound.nack(true).await,
-        Outcome::Failed(error) => match &sub.dead_letter {
-            Some(dlx) => {
-                let props = Properties {
-                    headers: dead_letter_headers(
-                        &Message {
-                            headers: inbound.properties.headers.clone(),
-                            ..message.clone()
-                        },
-                        &error,
-                        &deployed.name,
-                    ),
-                    ..inbound.properties.clone()
-                };
-                match backend
-                    .publish(dlx, &sub.topic, &inbound.payload, &props)
-                    .await
-                {
-                    Ok(()) => {
-                        record_dead_letter(
-                            node,
-                            deployed,
-                            &message,
-                            retries,
-                            &error,
-                            &format!("sent to exchange {dlx:?}"),
-                        );
-                        inbound.ack().await
-                    }
-                    Err(e) => {
-                        // Not lost: back to the queue, tried again later.
-                        tracing::error!(module = %deployed.name, "dead-letter exchange {dlx:?}: {e}; requeued");
-                        inbound.nack(true).await
-                    }
+        Outcome::Failed(error) => {
+            let Some(dlx) = &sub.dead_letter else {
+                let went_to = "rejected (nack) to the queue's own dead-letter exchange, if any";
+                record_dead_letter(node, deployed, &message, retries, &error, went_to);
+                return log_unsettled(deployed, sub, inbound.nack(false).await);
+            };
+            let props = Properties {
+                headers: dead_letter_headers(
+                    &inbound.properties.headers,
+                    &sub.topic,
+                    &error,
+                    &deployed.name,
+                ),
+                ..inbound.properties.clone()
+            };
+            match backend
+                .publish(dlx, &sub.topic, &inbound.payload, &props)
+                .await
+            {
+                Ok(()) => {
+                    let went_to = format!("sent to exchange {dlx:?}");
+                    record_dead_letter(node, deployed, &message, retries, &error, &went_to);
+                    inbound.ack().await
+                }
+                Err(e) => {
+                    // Not lost: back to the queue, tried again later.
+                    tracing::error!(module = %deployed.name, "dead-letter exchange {dlx:?}: {e}; requeued");
+                    inbound.nack(true).await
                 }
             }
-            None => {
-                record_dead_letter(
-                    node,
-                    deployed,
-                    &message,
-                    retries,
-                    &error,
-                    "rejected (nack) to the queue's own dead-letter exchange, if any",
-                );
-                inbound.nack(false).await
-            }
-        },
+        }
     };
+    log_unsettled(deployed, sub, settled);
+}
+
+/// A failed ack/nack means the channel is gone: the broker redelivers.
+fn log_unsettled(
+    deployed: &Deployed,
+    sub: &Subscription,
+    settled: Result<(), warden_capability::CapabilityError>,
+) {
     if let Err(e) = settled {
-        // The channel is gone; the broker redelivers the message.
         tracing::warn!(module = %deployed.name, "amqp {:?}: {e}", sub.topic);
     }
 }

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use warden_capability::CapabilityError;
+
 use super::deployments::Deployed;
 use super::node::Node;
 use super::registry::NewAudit;
@@ -102,24 +104,61 @@ pub fn record_dead_letter(
     });
 }
 
-/// The headers a dead-lettered message carries besides its own.
-pub fn dead_letter_headers(message: &Message, error: &str, module: &str) -> Vec<(String, String)> {
-    let mut headers = message.headers.clone();
+/// The headers a dead-lettered message carries: the original ones plus
+/// the error, where it came from and which module failed it.
+pub fn dead_letter_headers(
+    original: &[(String, String)],
+    topic: &str,
+    error: &str,
+    module: &str,
+) -> Vec<(String, String)> {
+    let mut headers = original.to_vec();
     headers.push(("warden-error".into(), error.to_string()));
-    headers.push(("warden-original-topic".into(), message.topic.clone()));
+    headers.push(("warden-original-topic".into(), topic.to_string()));
     headers.push(("warden-failed-module".into(), module.to_string()));
     headers
 }
 
-/// Waits until the module serves again.
-pub async fn until_serving(deployed: &Deployed) {
+/// Pause before reconnecting a consumer whose broker went away.
+pub const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Waits until the module serves, then `connect`s; while that fails, logs
+/// and tries again.
+pub async fn connect_when_serving<T, Fut>(
+    deployed: &Deployed,
+    what: &str,
+    mut connect: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Result<T, CapabilityError>>,
+{
+    loop {
+        until_serving(deployed).await;
+        match connect().await {
+            Ok(t) => return t,
+            Err(e) => {
+                tracing::warn!(module = %deployed.name, "{what}: {e}");
+                tokio::time::sleep(RECONNECT).await;
+            }
+        }
+    }
+}
+
+/// What `next` gives, or None once the module no longer serves.
+pub async fn while_serving<T>(deployed: &Deployed, next: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        r = next => Some(r),
+        () = until_resting(deployed) => None,
+    }
+}
+
+async fn until_serving(deployed: &Deployed) {
     while deployed.serving().is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Returns once the module no longer serves.
-pub async fn until_resting(deployed: &Deployed) {
+async fn until_resting(deployed: &Deployed) {
     while deployed.serving().is_some() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

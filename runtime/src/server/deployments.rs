@@ -4,7 +4,7 @@
 //! running keep their `Arc` to the old one and finish on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
@@ -127,6 +127,8 @@ pub struct Deployments {
     routes: RwLock<HashMap<String, Arc<Deployed>>>,
     /// Event topic → modules whose installed version subscribes to it.
     topics: RwLock<HashMap<String, Vec<Arc<Deployed>>>>,
+    /// Bumped by every install: watchers (consumers) skip work when unchanged.
+    generation: AtomicU64,
 }
 
 impl Deployments {
@@ -160,6 +162,7 @@ impl Deployments {
         deployed: &Arc<Deployed>,
         version: Option<Arc<Version>>,
     ) -> Option<Arc<Version>> {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let (new_route, new_topics) = keys(version.as_deref());
         let old = deployed.swap(version);
         let (old_route, old_topics) = keys(old.as_deref());
@@ -229,6 +232,11 @@ impl Deployments {
             .get(normalize(route))
             .filter(|d| d.name != except)
             .map(|d| d.name.clone())
+    }
+
+    /// Changes whenever an installed version changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Modules subscribed to event `topic`.

@@ -78,11 +78,14 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         backends: Backends::new(&config)?,
         files,
     };
+    // In the background: a broker that is slow or down must not hold up the
+    // node (sends and consumers say so, and retry).
     for kafka in host.backends.kafka.all() {
-        // A broker that is down must not stop the node: sends will say so.
-        if let Err(e) = kafka.create_topics().await {
-            tracing::warn!("{e}");
-        }
+        tokio::spawn(async move {
+            if let Err(e) = kafka.create_topics().await {
+                tracing::warn!("{e}");
+            }
+        });
     }
     let metrics = Arc::new(Metrics::default());
     let audit = audit::AuditLog::start(registry.clone(), metrics.clone());

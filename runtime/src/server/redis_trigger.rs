@@ -6,66 +6,50 @@
 //! carry no headers; the error is in the audit log).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use warden_kv::{Confined, KvBackend};
 
 use super::delivery::{
-    Outcome, WhenResting, handle_with_retries, record_dead_letter, retries, until_resting,
-    until_serving,
+    Outcome, RECONNECT, WhenResting, connect_when_serving, handle_with_retries, record_dead_letter,
+    retries, while_serving,
 };
 use super::deployments::Deployed;
 use super::node::Node;
 use crate::manifest::Subscription;
 use crate::message::Message;
 
+/// `prefix`: the kv prefix of the module's grant on this backend (the
+/// consumer is restarted when a version changes it).
 pub async fn redis(
     node: Arc<Node>,
     deployed: Arc<Deployed>,
     sub: Subscription,
     backend: Arc<KvBackend>,
+    prefix: String,
 ) {
+    // Validated at upload: a usable prefix and channel names.
+    let channels = Confined::new(&prefix).and_then(|c| {
+        let dl = sub.dead_letter.as_deref().map(|d| c.key(d)).transpose()?;
+        Ok((c.key(&sub.topic)?, dl))
+    });
+    let (channel, dead_letter) = match channels {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(module = %deployed.name, "redis subscription {:?}: {e}", sub.topic);
+            return;
+        }
+    };
+    let what = format!("redis subscription {:?}", sub.topic);
     let retries = retries(&sub);
     loop {
-        until_serving(&deployed).await;
-        let Some(version) = deployed.current() else {
-            continue;
-        };
-        // Validated at upload: exactly one kv grant on this backend.
-        let confined = version
-            .module
-            .manifest()
-            .redis_prefix(&backend.id)
-            .and_then(Confined::new);
-        drop(version);
-        let (channel, dead_letter) = match confined.and_then(|c| {
-            let dl = sub.dead_letter.as_deref().map(|d| c.key(d)).transpose()?;
-            Ok((c.key(&sub.topic)?, dl))
-        }) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(module = %deployed.name, "redis subscription {:?}: {e}", sub.topic);
-                return;
-            }
-        };
-        let mut subscription = match backend.subscribe(&channel).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(module = %deployed.name, "redis subscription {:?}: {e}", sub.topic);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        loop {
-            let payload = tokio::select! {
-                r = subscription.next() => r,
-                () = until_resting(&deployed) => break,
-            };
+        let mut subscription =
+            connect_when_serving(&deployed, &what, || backend.subscribe(&channel)).await;
+        while let Some(payload) = while_serving(&deployed, subscription.next()).await {
             let payload = match payload {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(module = %deployed.name, "redis {:?}: {e}; resubscribing", sub.topic);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(module = %deployed.name, "{what}: {e}; resubscribing");
+                    tokio::time::sleep(RECONNECT).await;
                     break;
                 }
             };
