@@ -7,18 +7,8 @@ mod common;
 
 use common::*;
 
-fn unique() -> String {
-    format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
-
-const HOST: &str = "[amqp.r]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n";
+const HOST: &str = "[amqp.r]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n\
+                    [amqp.small]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nmax-channels = 2\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter() {
@@ -32,7 +22,7 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
         &probe_manifest(
             "aq",
             &format!(
-                "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"wa{id}.*\"]\nconsume = [\"{}\", \"{}\"]\ndeclare = [\"wa{id}.*\"]\n",
+                "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"wa{id}.*\"]\nconsume = [\"{}\", \"{}\"]\ndeclare = [\"wa{id}.*\"]\n[grants.amqp.small]\nbackend = \"small\"\n",
                 n("q"),
                 n("dq")
             ),
@@ -168,6 +158,26 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
         assert_eq!(status, expected, "{op} {query}: {body}");
         assert!(body.contains(what), "{op} {query}: {body}");
     }
+    // Settling twice, and channels beyond the per-call cap or the pool.
+    call("publish", format!("exchange={}&key=k", n("ex")), b"three").await;
+    let (status, body) = call("get", format!("queue={q}&settle=ack-twice"), b"").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("already acked or nacked"), "{body}");
+    assert_eq!(ok("get", format!("queue={q}&settle=ack")).await, "empty");
+    assert_eq!(ok("channels", "n=4".into()).await, "opened 4");
+    let (status, body) = call("channels", "n=5".into(), b"").await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("at most 4 amqp channels per invocation"),
+        "{body}"
+    );
+    let (status, body) = http(&s.ingress, "POST", "/aq/small/channels?n=3", None, b"").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("all 2 channels busy"), "{body}");
+    // The pool is whole again once that call ended.
+    let (status, body) = http(&s.ingress, "POST", "/aq/small/channels?n=2", None, b"").await;
+    assert_eq!((status, body.as_str()), (200, "opened 2"));
+
     let (status, body) = http(&s.ingress, "POST", "/aq/nope/get?queue=x", None, b"").await;
     assert_eq!(status, 403, "{body}");
     assert!(

@@ -15,17 +15,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const KAFKA: &str = "127.0.0.1:9092";
 
-fn unique() -> String {
-    format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
-
 /// tansu does not create topics on demand.
 async fn create_topics(topics: &[&str]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -44,3 +44,27 @@ impl AmqpGrant {
         self.declare.iter().any(|g| glob_matches(g, name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_globs_cover_exchange_and_routing_key_together() {
+        let g = AmqpGrant {
+            backend: "r".into(),
+            publish: vec!["orders/*".into(), "/work-q".into()],
+            consume: vec!["work-q".into()],
+            declare: vec!["orders-*".into()],
+        };
+        assert!(g.may_publish("orders", "created.eu"));
+        assert!(!g.may_publish("orders2", "x"));
+        // The default exchange reaches a queue by name: only the granted one.
+        assert!(g.may_publish("", "work-q"));
+        assert!(!g.may_publish("", "other-q"));
+        // A slash in a routing key does not let an exchange name widen it.
+        assert!(!g.may_publish("ord", "ers/x"));
+        assert!(g.may_consume("work-q") && !g.may_consume("work-q2"));
+        assert!(g.may_declare("orders-dlx") && !g.may_declare("orders"));
+    }
+}

@@ -148,3 +148,73 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), CapabilityError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_headers_and_property_lengths_are_capped() {
+        let ok = Properties::default();
+        assert!(ok.check(&vec![0; MAX_PAYLOAD]).is_ok());
+        assert!(matches!(
+            ok.check(&vec![0; MAX_PAYLOAD + 1]),
+            Err(CapabilityError::LimitExceeded(_))
+        ));
+        let flood = Properties {
+            headers: (0..=MAX_HEADERS)
+                .map(|i| (format!("h{i}"), "v".into()))
+                .collect(),
+            ..Properties::default()
+        };
+        assert!(matches!(
+            flood.check(b""),
+            Err(CapabilityError::LimitExceeded(_))
+        ));
+        let heavy = Properties {
+            headers: vec![("h".into(), "v".repeat(MAX_HEADER_BYTES))],
+            ..Properties::default()
+        };
+        assert!(matches!(
+            heavy.check(b""),
+            Err(CapabilityError::LimitExceeded(_))
+        ));
+        let long = Properties {
+            reply_to: Some("r".repeat(256)),
+            ..Properties::default()
+        };
+        assert!(
+            matches!(long.check(b""), Err(CapabilityError::Invalid(m)) if m.contains("reply-to"))
+        );
+        let long_name = Properties {
+            headers: vec![("h".repeat(256), "v".into())],
+            ..Properties::default()
+        };
+        assert!(matches!(
+            long_name.check(b""),
+            Err(CapabilityError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn properties_survive_the_round_trip_through_amqp() {
+        let p = Properties {
+            content_type: Some("text/plain".into()),
+            correlation_id: Some("c".into()),
+            message_id: Some("m".into()),
+            reply_to: Some("r".into()),
+            persistent: true,
+            expiration_ms: Some(1500),
+            headers: vec![("a".into(), "1".into()), ("b".into(), "two".into())],
+        };
+        assert_eq!(Properties::from_amqp(&p.to_amqp()), p);
+    }
+
+    #[test]
+    fn names_are_short_and_printable() {
+        assert!(check_name("queue", "orders-work").is_ok());
+        assert!(check_name("queue", "").is_ok());
+        assert!(check_name("queue", &"q".repeat(256)).is_err());
+        assert!(check_name("queue", "a\nb").is_err());
+    }
+}

@@ -36,3 +36,24 @@ pub fn resolve_grants<G: Clone, B>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_naming_a_backend_the_host_lacks_is_refused_by_name() {
+        let grants = BTreeMap::from([("ev".to_string(), "cluster-a".to_string())]);
+        let host = |id: &str| (id == "cluster-a").then(|| Arc::new(id.to_string()));
+        let ok = resolve_grants("kafka", &grants, |g| g.as_str(), host).unwrap();
+        assert_eq!(ok["ev"].backend.as_str(), "cluster-a");
+        let missing = BTreeMap::from([("ev".to_string(), "cluster-b".to_string())]);
+        let err = resolve_grants("kafka", &missing, |g| g.as_str(), host)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            "grants.kafka.ev.backend: no [kafka.cluster-b] in the host config"
+        );
+    }
+}

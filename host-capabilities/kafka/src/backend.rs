@@ -241,3 +241,34 @@ impl KafkaBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<ClientConfig, String> {
+        toml::from_str::<KafkaBackendConfig>(&format!("bootstrap-servers = \"b:9092\"\n{extra}"))
+            .map_err(|e| e.to_string())?
+            .client_config("ev")
+    }
+
+    #[test]
+    fn security_settings_are_complete_or_refused_by_name() {
+        let c = config("security-protocol = \"sasl_ssl\"\nsasl-mechanism = \"SCRAM-SHA-512\"\nsasl-username = \"u\"\nsasl-password = \"p\"\nssl-ca-location = \"/ca.pem\"\n").unwrap();
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("ssl.ca.location"), Some("/ca.pem"));
+
+        let err = config("security-protocol = \"sasl_plaintext\"\n").unwrap_err();
+        assert!(err.contains("sasl-mechanism is required"), "{err}");
+        let err = config("security-protocol = \"sasl_plaintext\"\nsasl-mechanism = \"GSSAPI\"\nsasl-username = \"u\"\nsasl-password = \"p\"\n").unwrap_err();
+        assert!(err.contains("kafka.ev.sasl-mechanism"), "{err}");
+        let err =
+            config("security-protocol = \"sasl_ssl\"\nsasl-mechanism = \"PLAIN\"\n").unwrap_err();
+        assert!(err.contains("sasl-username and sasl-password"), "{err}");
+        let err = config("sasl-username = \"u\"\n").unwrap_err();
+        assert!(err.contains("need security-protocol"), "{err}");
+        let err = config("security-protocol = \"tls\"\n").unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+}

@@ -95,3 +95,66 @@ pub fn check_topic(topic: &str) -> Result<(), CapabilityError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: usize, payload: usize, headers: usize, header_size: usize) -> Outgoing {
+        Outgoing {
+            key: Some(vec![b'k'; key]),
+            payload: vec![b'p'; payload],
+            headers: (0..headers)
+                .map(|i| (format!("h{i}"), "v".repeat(header_size)))
+                .collect(),
+        }
+    }
+
+    fn refused(r: Result<(), CapabilityError>) -> String {
+        match r {
+            Err(CapabilityError::LimitExceeded(m)) => m,
+            other => panic!("expected limit-exceeded, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_cap_of_a_record_and_a_batch_is_enforced_at_its_edge() {
+        assert!(record(MAX_KEY, MAX_PAYLOAD, MAX_HEADERS, 1).check().is_ok());
+        assert!(refused(record(0, MAX_PAYLOAD + 1, 0, 0).check()).contains("payload"));
+        assert!(refused(record(MAX_KEY + 1, 0, 0, 0).check()).contains("key"));
+        assert!(refused(record(0, 0, MAX_HEADERS + 1, 0).check()).contains("headers"));
+        assert!(refused(record(0, 0, 2, MAX_HEADER_BYTES / 2).check()).contains("headers is"));
+
+        let small = record(1, 10, 0, 0);
+        assert!(check_batch(&vec![small.clone(); MAX_BATCH]).is_ok());
+        assert!(refused(check_batch(&vec![small; MAX_BATCH + 1])).contains("records"));
+        let big = record(0, MAX_PAYLOAD, 0, 0);
+        assert!(refused(check_batch(&vec![big; 17])).contains("bytes"));
+        // One bad record fails the whole batch.
+        let batch = [record(0, 1, 0, 0), record(0, MAX_PAYLOAD + 1, 0, 0)];
+        assert!(check_batch(&batch).is_err());
+    }
+
+    #[test]
+    fn topic_names_are_what_kafka_accepts_and_nothing_else() {
+        for ok in ["orders", "orders.created", "a_b-c.1", &"t".repeat(249)] {
+            assert!(check_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            "a*",
+            "x\n",
+            "ü",
+            &"t".repeat(250),
+        ] {
+            assert!(
+                matches!(check_topic(bad), Err(CapabilityError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

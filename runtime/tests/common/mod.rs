@@ -223,3 +223,15 @@ pub fn probe_manifest(name: &str, extra: &str) -> String {
         "[module]\nname = \"{name}\"\nversion = \"1.0.0\"\n[http]\nroute = \"/{name}\"\n{extra}"
     )
 }
+
+/// A name part no other test run uses (brokers keep queues and topics).
+pub fn unique() -> String {
+    format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}

@@ -1,7 +1,8 @@
 //! RabbitMQ from both sides, for the broker tests. `POST /<module>/<grant>/
 //! <op>?…` with op `publish` (exchange, key, persistent), `declare-queue`
 //! (name, dlx, durable), `declare-exchange` (name), `bind` (queue,
-//! exchange, key), `get` (queue, settle = ack | nack | none); answers 200,
+//! exchange, key), `get` (queue, settle = ack | nack | ack-twice | none),
+//! `channels` (n: hold that many channels at once); answers 200,
 //! or the status that names the host's error. As a subscriber it prints
 //! each message; `fail` fails, `trap` panics.
 
@@ -58,12 +59,23 @@ fn run(r: &Request, grant: &str, op: &str) -> Result<String, Error> {
             channel.bind_queue(&arg("queue"), &arg("exchange"), &arg("key"))?;
             Ok("bound".into())
         }
+        "channels" => {
+            // This one plus n - 1 more, all held until the call ends.
+            let more: Vec<_> = (1..r.num("n").unwrap_or(1))
+                .map(|_| amqp::open(grant))
+                .collect::<Result<_, _>>()?;
+            Ok(format!("opened {}", more.len() + 1))
+        }
         "get" => match channel.get(&arg("queue"))? {
             None => Ok("empty".into()),
             Some((message, delivery)) => {
                 match arg("settle").as_str() {
                     "ack" => delivery.ack()?,
                     "nack" => delivery.nack(true)?,
+                    "ack-twice" => {
+                        delivery.ack()?;
+                        delivery.ack()?
+                    }
                     _ => {}
                 }
                 Ok(String::from_utf8_lossy(&message.payload).into_owned())
