@@ -17,20 +17,11 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), HOST);
     let probe = guest("amqp-probe");
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "aq",
-            &format!(
+    s.deploy(&probe, "aq", &format!(
                 "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"wa{id}.*\"]\nconsume = [\"{}\", \"{}\"]\ndeclare = [\"wa{id}.*\"]\n[grants.amqp.small]\nbackend = \"small\"\n",
                 n("q"),
                 n("dq")
-            ),
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+            )).await;
     let call = async |op: &str, query: String, body: &[u8]| {
         http(
             &s.ingress,
@@ -214,21 +205,12 @@ async fn guests_use_amqp_only_within_their_grant_and_handlers_ack_or_dead_letter
 
     // Queue trigger: ack after success; a failure is retried, then
     // dead-lettered to the exchange with the error in a header.
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "asub",
-            &format!(
+    s.deploy(&probe, "asub", &format!(
                 "[grants.amqp.bus]\nbackend = \"r\"\nconsume = [\"{q}\"]\npublish = [\"{}/{q}\"]\n\
                  [[subscribe]]\nsource = \"amqp:r\"\ntopic = \"{q}\"\nmax-retries = 1\ndead-letter = \"{}\"\n",
                 n("dlx"),
                 n("dlx")
-            ),
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+            )).await;
     call("publish", format!("exchange={}&key=k", n("ex")), b"hi").await;
     eventually("the queue trigger handled it", async || {
         s.stderr()

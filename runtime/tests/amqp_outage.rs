@@ -44,9 +44,7 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
     let grant = format!(
         "[grants.amqp.bus]\nbackend = \"r\"\npublish = [\"/{q}\"]\nconsume = [\"{q}\"]\ndeclare = [\"{q}\"]\n"
     );
-    s.upload(&probe, &probe_manifest("aout", &grant), true)
-        .await
-        .unwrap();
+    s.deploy(&probe, "aout", &grant).await;
     let call = async |op: &str, query: String, body: &[u8]| {
         http(
             &s.ingress,
@@ -63,16 +61,12 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
             .0,
         200
     );
-    s.upload(
+    s.deploy(
         &probe,
-        &probe_manifest(
-            "osub",
-            &format!("{grant}[[subscribe]]\nsource = \"amqp:r\"\ntopic = \"{q}\"\n"),
-        ),
-        true,
+        "osub",
+        &format!("{grant}[[subscribe]]\nsource = \"amqp:r\"\ntopic = \"{q}\"\n"),
     )
-    .await
-    .unwrap();
+    .await;
     let publish = format!("exchange=&key={q}&persistent=1");
     assert_eq!(call("publish", publish.clone(), b"before").await.0, 200);
     eventually("handled before the outage", async || {

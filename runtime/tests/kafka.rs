@@ -80,23 +80,14 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), &host_config());
     let probe = guest("kafka-probe");
-    let up = async |name: &str, extra: String| {
-        s.upload(&probe, &probe_manifest(name, &extra), true)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
-    up("kpub", format!("[limits]\ntimeout = \"5s\"\n[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"wt{id}.*\"]\n")).await;
-    up(
-        "ksub",
-        format!(
+    s.deploy(&probe, "kpub", &format!("[limits]\ntimeout = \"5s\"\n[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"wt{id}.*\"]\n")).await;
+    s.deploy(&probe, "ksub", &format!(
             "[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"{dlq}\"]\nconsume = [\"{topic}\"]\n\
              [[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{topic}\"\nmax-retries = 1\ndead-letter = \"{dlq}\"\n"
         ),
     )
     .await;
-    up(
-        "kdlq",
-        format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{dlq}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{dlq}\"\n"),
+    s.deploy(&probe, "kdlq", &format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{dlq}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{dlq}\"\n"),
     )
     .await;
 
@@ -233,16 +224,7 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
     // A handler that keeps trapping is retried, never committed: after a
     // crash (SIGKILL) the next node gets the record again.
     let probe = guest("kafka-probe");
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "kcrash",
-            &format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{crash}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{crash}\"\nmax-retries = 100\n"),
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+    s.deploy(&probe, "kcrash", &format!("[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{crash}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{crash}\"\nmax-retries = 100\n")).await;
     produce(&crash, "trap").await;
     slowly("the trapping handler retried", async || {
         s.stderr()

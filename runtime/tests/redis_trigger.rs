@@ -14,19 +14,10 @@ async fn redis_channels_trigger_only_inside_the_module_prefix() {
     let prefix = format!("rt{}:", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "[kv.redis]\nurl = \"redis://127.0.0.1:6379\"\n");
-    s.upload(
-        &guest("event-probe"),
-        &probe_manifest(
-            "rsub",
-            &format!(
+    s.deploy(&guest("event-probe"), "rsub", &format!(
                 "[grants.events]\npublish = []\n[grants.kv.c]\nbackend = \"redis\"\nprefix = \"{prefix}\"\n\
                  [[subscribe]]\nsource = \"redis:redis\"\ntopic = \"jobs\"\nmax-retries = 1\ndead-letter = \"dead\"\n"
-            ),
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+            )).await;
     let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut dead = client.get_async_pubsub().await.unwrap();

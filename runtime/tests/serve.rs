@@ -591,34 +591,11 @@ async fn events_flow_only_between_granted_modules_with_retries_and_dead_letters(
     let s = Server::start(tmp.path(), "");
     let probe = guest("event-probe");
     // Publisher: may publish orders.* only.
-    s.upload(
-        &probe,
-        &probe_manifest("pub", "[grants.events]\npublish = [\"orders.*\"]\n"),
-        true,
-    )
-    .await
-    .unwrap();
+    s.deploy(&probe, "pub", "[grants.events]\npublish = [\"orders.*\"]\n")
+        .await;
     // Subscriber of orders.created, with a dead-letter topic that a third module reads.
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "sub",
-            "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.created\"\nmax-retries = 2\ndead-letter = \"orders.dlq\"\n",
-        ),
-        true,
-    )
-    .await
-    .unwrap();
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "dlq",
-            "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.dlq\"\n",
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+    s.deploy(&probe, "sub", "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.created\"\nmax-retries = 2\ndead-letter = \"orders.dlq\"\n").await;
+    s.deploy(&probe, "dlq", "[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"orders.dlq\"\n").await;
 
     let (status, body) = http(&s.ingress, "POST", "/pub/orders.created", None, b"hello").await;
     assert_eq!((status, body.as_str()), (200, "published"));
@@ -853,13 +830,12 @@ async fn management_refuses_conflicts_and_bad_requests_and_delete_removes_everyt
 async fn oversize_requests_and_events_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "");
-    s.upload(
+    s.deploy(
         &guest("event-probe"),
-        &probe_manifest("big", "[grants.events]\npublish = [\"big.*\"]\n"),
-        true,
+        "big",
+        "[grants.events]\npublish = [\"big.*\"]\n",
     )
-    .await
-    .unwrap();
+    .await;
     // Above the ingress body limit (16 MiB): 413 before the module runs.
     let huge = vec![b'x'; (16 << 20) + 1];
     let (status, _) = http(&s.ingress, "POST", "/big/big.t", None, &huge).await;
@@ -878,23 +854,9 @@ async fn a_slow_subscriber_makes_publishers_see_its_full_backlog() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "");
     let probe = guest("event-probe");
-    s.upload(
-        &probe,
-        &probe_manifest("fast", "[grants.events]\npublish = [\"work\"]\n"),
-        true,
-    )
-    .await
-    .unwrap();
-    s.upload(
-        &probe,
-        &probe_manifest(
-            "slowpoke",
-            "[limits]\nmax-instances = 1\ntimeout = \"10s\"\n[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"work\"\n",
-        ),
-        true,
-    )
-    .await
-    .unwrap();
+    s.deploy(&probe, "fast", "[grants.events]\npublish = [\"work\"]\n")
+        .await;
+    s.deploy(&probe, "slowpoke", "[limits]\nmax-instances = 1\ntimeout = \"10s\"\n[grants.events]\npublish = []\n[[subscribe]]\nsource = \"events\"\ntopic = \"work\"\n").await;
     // One handler at a time, 5 s each: the backlog (1,024) fills up and
     // publishing is refused instead of queueing without bound.
     let mut refused = None;

@@ -1,6 +1,6 @@
 //! The guest-facing `warden:host/amqp` interface.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,7 +11,7 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use warden_capability::{AuditSink, CapabilityError, Granted, resolve_grants};
+use warden_capability::{AuditSink, CapabilityError, Granted, ModuleGrants};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::backend::{AmqpBackend, AmqpBackends, Lease};
@@ -42,9 +42,7 @@ const MAX_CHANNELS_PER_CALL: usize = 4;
 
 /// A module's AMQP grants, resolved when it is loaded.
 pub struct AmqpModule {
-    module: String,
-    grants: HashMap<String, Arc<ModuleGrant>>,
-    audit: Arc<dyn AuditSink>,
+    grants: ModuleGrants<AmqpGrant, AmqpBackend>,
 }
 
 type ModuleGrant = Granted<AmqpGrant, AmqpBackend>;
@@ -56,21 +54,19 @@ impl AmqpModule {
         backends: &AmqpBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Self, String> {
-        let resolved = resolve_grants(
+        let grants = ModuleGrants::new(
+            module,
             "amqp",
             grants,
             |g| g.backend.as_str(),
             |id| backends.get(id),
-        )?;
-        Ok(Self {
-            module: module.to_string(),
-            grants: resolved,
             audit,
-        })
+        )?;
+        Ok(Self { grants })
     }
 
     fn deny(&self, detail: String) -> CapabilityError {
-        self.audit.deny(&self.module, "amqp", detail)
+        self.grants.deny(detail)
     }
 }
 
@@ -181,11 +177,9 @@ impl AmqpHost<'_> {
 
 impl wit::Host for AmqpHost<'_> {
     async fn open(&mut self, name: String) -> WitResult<Resource<ChannelHandle>> {
-        let Some(grant) = self.module().grants.get(&name).cloned() else {
-            let err = self
-                .module()
-                .deny(format!("amqp grant {name:?} not in manifest"));
-            return Ok(Err(err.into()));
+        let grant = match self.module().grants.open(&name) {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e.into())),
         };
         if self.ctx.channels >= MAX_CHANNELS_PER_CALL {
             return Ok(Err(WitError::LimitExceeded(format!(

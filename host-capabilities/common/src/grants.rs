@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::{AuditSink, CapabilityError};
+
 /// A grant with the shared backend it names.
 pub struct Granted<G, B> {
     /// The grant's name in the manifest (what the guest passes to `open`).
@@ -35,6 +37,47 @@ pub fn resolve_grants<G: Clone, B>(
             Ok((name.clone(), Arc::new(granted)))
         })
         .collect()
+}
+
+/// One module's grants of one capability, resolved when it is loaded,
+/// with the audit sink its denials go to.
+pub struct ModuleGrants<G, B> {
+    module: String,
+    kind: &'static str,
+    grants: HashMap<String, Arc<Granted<G, B>>>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl<G: Clone, B> ModuleGrants<G, B> {
+    pub fn new(
+        module: &str,
+        kind: &'static str,
+        grants: &BTreeMap<String, G>,
+        backend_of: impl Fn(&G) -> &str,
+        lookup: impl Fn(&str) -> Option<Arc<B>>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            module: module.to_string(),
+            kind,
+            grants: resolve_grants(kind, grants, backend_of, lookup)?,
+            audit,
+        })
+    }
+
+    /// The grant a guest `open`s by name; a name the manifest does not
+    /// grant is an audited denial.
+    pub fn open(&self, name: &str) -> Result<Arc<Granted<G, B>>, CapabilityError> {
+        self.grants
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.deny(format!("{} grant {name:?} not in manifest", self.kind)))
+    }
+
+    /// Records a refusal of this capability and returns the guest's error.
+    pub fn deny(&self, detail: String) -> CapabilityError {
+        self.audit.deny(&self.module, self.kind, detail)
+    }
 }
 
 #[cfg(test)]

@@ -11,5 +11,5 @@ pub mod wit;
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
-pub use grants::{Granted, resolve_grants};
+pub use grants::{Granted, ModuleGrants, resolve_grants};
 pub use units::{ByteSize, HumanDuration, Rate};

@@ -1,9 +1,9 @@
 //! The guest-facing `warden:host/kafka` interface.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warden_capability::{AuditSink, CapabilityError, Granted, resolve_grants};
+use warden_capability::{AuditSink, CapabilityError, Granted, ModuleGrants};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use crate::backend::{KafkaBackend, KafkaBackends};
@@ -27,9 +27,7 @@ use warden_capability::wit::types::Error as WitError;
 
 /// A module's Kafka grants, resolved when it is loaded.
 pub struct KafkaModule {
-    module: String,
-    grants: HashMap<String, Arc<ModuleGrant>>,
-    audit: Arc<dyn AuditSink>,
+    grants: ModuleGrants<KafkaGrant, KafkaBackend>,
 }
 
 type ModuleGrant = Granted<KafkaGrant, KafkaBackend>;
@@ -41,21 +39,19 @@ impl KafkaModule {
         backends: &KafkaBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Self, String> {
-        let resolved = resolve_grants(
+        let grants = ModuleGrants::new(
+            module,
             "kafka",
             grants,
             |g| g.backend.as_str(),
             |id| backends.get(id),
-        )?;
-        Ok(Self {
-            module: module.to_string(),
-            grants: resolved,
             audit,
-        })
+        )?;
+        Ok(Self { grants })
     }
 
     fn deny(&self, detail: String) -> CapabilityError {
-        self.audit.deny(&self.module, "kafka", detail)
+        self.grants.deny(detail)
     }
 
     /// Checks a send against the grant and the caps, then sends.
@@ -129,14 +125,10 @@ impl wit::Host for KafkaHost<'_> {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<Producer>, WitError>> {
-        let Some(grant) = self.ctx.module.grants.get(&name).cloned() else {
-            let err = self
-                .ctx
-                .module
-                .deny(format!("kafka grant {name:?} not in manifest"));
-            return Ok(Err(err.into()));
-        };
-        Ok(Ok(self.table.push(Producer { grant })?))
+        match self.ctx.module.grants.open(&name) {
+            Ok(grant) => Ok(Ok(self.table.push(Producer { grant })?)),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 }
 

@@ -129,6 +129,14 @@ impl Server {
             .map_err(|e| e.0)
     }
 
+    /// Uploads and activates `component` as `name` with `probe_manifest`;
+    /// any refusal fails the test.
+    pub async fn deploy(&self, component: &[u8], name: &str, extra: &str) {
+        self.upload(component, &probe_manifest(name, extra), true)
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+    }
+
     /// Graceful stop (SIGTERM), waiting for the process to end.
     pub fn stop(mut self) -> PathBuf {
         let _ = Command::new("kill")
