@@ -724,3 +724,74 @@ async fn mariadb_session_and_user_variables_do_not_reach_the_next_module() {
         .unwrap();
     assert!(!mode.contains("ALLOW_INVALID_DATES"), "{mode}");
 }
+
+#[tokio::test]
+async fn a_guest_cannot_swap_the_prepared_statements_of_a_pooled_connection() {
+    // PREPARE and DEALLOCATE survive ROLLBACK, so a read-only guest could
+    // replace the driver's cached statement that another module runs next.
+    let f = Fixture::with_pool(Backend::Postgres, 1);
+    let victim = || f.rw("query", "SELECT $1::text AS v", r#"[{"text": "genuine"}]"#);
+    assert_eq!(victim().await.unwrap(), "v\ntext:genuine\n");
+    let names = f
+        .probe(
+            "access = \"read-only\"",
+            "op = \"query\"\nsql = '''SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT $1::text AS v' '''\nparams = '''[]'''",
+        )
+        .await
+        .unwrap();
+    let name = names
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("text:")
+        .to_string();
+    assert!(name.starts_with("sqlx_s_"), "{names}");
+    let steps = format!(
+        r#"[["DEALLOCATE {name}", []], ["PREPARE {name} (text) AS SELECT 'hijacked'::text AS v", []]]"#
+    );
+    let swapped = f
+        .probe(
+            "access = \"read-only\"",
+            &format!("op = \"tx\"\nsteps = '''{steps}'''\nend = \"rollback\""),
+        )
+        .await;
+    assert!(swapped.is_ok(), "{swapped:?}");
+    assert_eq!(victim().await.unwrap(), "v\ntext:genuine\n");
+    // A statement prepared under a name the driver has not used yet.
+    f.probe(
+        "access = \"read-only\"",
+        "op = \"execute\"\nsql = '''PREPARE sqlx_s_999 AS SELECT 1'''\nparams = '''[]'''",
+    )
+    .await
+    .unwrap();
+    let left = f
+        .rw(
+            "query",
+            "SELECT COUNT(*) AS n FROM pg_prepared_statements WHERE from_sql",
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, "n\ni64:0\n");
+}
+
+#[tokio::test]
+async fn a_role_switch_does_not_reach_the_next_user_of_a_connection() {
+    let f = Fixture::with_pool(Backend::Postgres, 1);
+    f.rw(
+        "execute",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_other') \
+         THEN CREATE ROLE warden_other; END IF; END $$",
+        "[]",
+    )
+    .await
+    .unwrap();
+    f.rw("execute", "SET ROLE warden_other", "[]")
+        .await
+        .unwrap();
+    let user = f
+        .rw("query", "SELECT current_user::text AS u", "[]")
+        .await
+        .unwrap();
+    assert_eq!(user, "u\ntext:postgres\n");
+}

@@ -128,10 +128,11 @@ impl Conn {
     /// Ends the wrapping transaction so the pooled connection is clean for
     /// the next module: PostgreSQL rolls back read-only transactions (which
     /// reverts their SETs) and releases session advisory locks; read-write
-    /// ones also reset settings, temp tables, cursors and listens. MariaDB
-    /// has no reset a client can send through sqlx (no COM_RESET_CONNECTION),
-    /// and guests can leave session and user variables behind even in
-    /// read-only transactions, so its connections are closed after use.
+    /// ones also reset settings, role, temp tables, cursors and listens.
+    /// MariaDB has no reset a client can send through sqlx (no
+    /// COM_RESET_CONNECTION), and guests can leave session and user variables
+    /// behind even in read-only transactions, so its connections are closed
+    /// after use. A connection that could not be cleaned is closed too.
     pub(crate) async fn end(
         &mut self,
         commit: bool,
@@ -139,21 +140,7 @@ impl Conn {
     ) -> Result<(), CapabilityError> {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let result = match self {
-            // All in the round trip that ends the transaction.
-            Conn::Postgres(c) if !read_only => {
-                let sql = if commit {
-                    "COMMIT; RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()"
-                } else {
-                    "ROLLBACK; RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()"
-                };
-                sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ())
-            }
-            // Nothing to commit in a read-only transaction: ROLLBACK also
-            // undoes any session SET the guest made inside it.
-            Conn::Postgres(c) => sqlx::raw_sql("ROLLBACK; SELECT pg_advisory_unlock_all()")
-                .execute(&mut **c)
-                .await
-                .map(|_| ()),
+            Conn::Postgres(c) => crate::postgres::end(c, commit, read_only).await,
             Conn::MySql(c) => {
                 c.close_on_drop();
                 let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
@@ -171,6 +158,13 @@ impl Conn {
                 r
             }
         };
+        if result.is_err() {
+            match self {
+                Conn::Postgres(c) => c.close_on_drop(),
+                Conn::MySql(c) => c.close_on_drop(),
+                Conn::Sqlite(c) => c.close_on_drop(),
+            }
+        }
         result.map_err(from_sqlx)
     }
 

@@ -1,6 +1,7 @@
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow, PgTypeInfo, Postgres};
 use sqlx::query::Query;
-use sqlx::{Row, TypeInfo, ValueRef};
+use sqlx::{Connection, Row, TypeInfo, ValueRef};
 
 use crate::value::SqlValue;
 
@@ -80,4 +81,48 @@ pub(crate) fn unsupported(i: usize, ty: &str) -> sqlx::Error {
         index: i.to_string(),
         source: format!("column type {ty} is not supported; cast it to text in the query").into(),
     }
+}
+
+/// Session state a guest can leave behind that `ROLLBACK` does not undo.
+/// Read-write calls commit, so they reset everything a SET can change
+/// (`RESET ALL` skips the role and the session user).
+const RESET: &str =
+    "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; DISCARD TEMP; CLOSE ALL; UNLISTEN *";
+
+/// Counts what PREPARE and DEALLOCATE changed: neither is undone by
+/// `ROLLBACK`, and a guest that swapped the driver's cached statement would
+/// have the next module on this connection run the guest's SQL.
+const PREPARED: &str = "SELECT pg_advisory_unlock_all(); \
+    SELECT COUNT(*) FILTER (WHERE from_sql), COUNT(*) FILTER (WHERE NOT from_sql) FROM pg_prepared_statements";
+
+/// Ends the wrapping transaction and cleans the session in one round trip;
+/// a connection whose prepared statements a guest changed is closed.
+pub(crate) async fn end(
+    c: &mut PoolConnection<Postgres>,
+    commit: bool,
+    read_only: bool,
+) -> Result<(), sqlx::Error> {
+    let end = if commit { "COMMIT" } else { "ROLLBACK" };
+    let sql = if read_only {
+        format!("{end}; {PREPARED}")
+    } else {
+        format!("{end}; {RESET}; {PREPARED}")
+    };
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut **c)
+        .await?;
+    let counts = rows
+        .last()
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .transpose()?;
+    let driver = c.cached_statements_size() as i64;
+    if counts != Some((0, driver)) {
+        tracing::warn!(
+            ?counts,
+            driver,
+            "a guest changed the prepared statements of a pooled PostgreSQL connection; closing it"
+        );
+        c.close_on_drop();
+    }
+    Ok(())
 }
