@@ -119,6 +119,34 @@ async fn main() {
             }
         }
     };
+    // The same statement wrapped the way a read-only grant wraps it, natively:
+    // what the database-side enforcement costs without any guest.
+    let native_wrapped_sql = {
+        let pool = pool.clone();
+        move |i: usize| {
+            let pool = pool.clone();
+            async move {
+                let mut c = pool.acquire().await.unwrap();
+                sqlx::raw_sql("BEGIN READ ONLY; SET LOCAL statement_timeout = 5000; SELECT 1")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                let (name,): (String,) =
+                    sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
+                        .bind((i % 1000 + 1) as i64)
+                        .fetch_one(&mut *c)
+                        .await
+                        .unwrap();
+                assert!(name.starts_with("name-"));
+                sqlx::raw_sql(
+                    "ROLLBACK; SELECT pg_advisory_unlock_all(); SELECT COUNT(*) FROM pg_prepared_statements",
+                )
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            }
+        }
+    };
     let guest_sql = {
         let module = module.clone();
         move |i: usize| {
@@ -163,8 +191,19 @@ async fn main() {
         "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |"
     );
     println!("|---|---|---|---|");
-    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql, guest_sql).await;
+    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql.clone(), guest_sql).await;
     println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+    let (n, w, r) = common::rounds(
+        ROUNDS,
+        CALLS,
+        CONCURRENCY,
+        native_sql.clone(),
+        native_wrapped_sql,
+    )
+    .await;
+    println!(
+        "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
+    );
     let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_kv, guest_kv).await;
     println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
 

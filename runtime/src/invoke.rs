@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Number, Value as Json};
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::component::{Type, Val};
+use wasmtime::component::{ComponentExportIndex, Type, Val};
 
 use crate::error::RunError;
 use crate::module::{InstanceError, LoadedModule, Output, charge_output};
@@ -17,20 +17,9 @@ impl LoadedModule {
         export: &str,
         args: &[Json],
     ) -> Result<(Vec<Json>, Output), RunError> {
-        let (iface, func_name) = self.find_export(export)?;
+        let idx = self.invoke_export(export)?;
         let max_output = self.limits().max_output;
         self.with_instance(async |store, instance| {
-            let iface_idx = match &iface {
-                Some(i) => Some(
-                    instance
-                        .get_export_index(&mut *store, None, i)
-                        .ok_or_else(|| RunError::Host(format!("export {i} not found")))?,
-                ),
-                None => None,
-            };
-            let idx = instance
-                .get_export_index(&mut *store, iface_idx.as_ref(), &func_name)
-                .ok_or_else(|| RunError::Host(format!("export {export} not found")))?;
             let func = instance
                 .get_func(&mut *store, idx)
                 .ok_or_else(|| RunError::Host(format!("export {export} is not a function")))?;
@@ -52,6 +41,31 @@ impl LoadedModule {
             Ok(results.iter().map(val_to_json).collect())
         })
         .await
+    }
+
+    fn invoke_export(&self, export: &str) -> Result<ComponentExportIndex, RunError> {
+        let mut known = self
+            .invoke_exports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(idx) = known.get(export) {
+            return Ok(*idx);
+        }
+        let (iface, func_name) = self.find_export(export)?;
+        let component = self.component();
+        let iface_idx = match &iface {
+            Some(i) => Some(
+                component
+                    .get_export_index(None, i)
+                    .ok_or_else(|| RunError::Host(format!("export {i} not found")))?,
+            ),
+            None => None,
+        };
+        let idx = component
+            .get_export_index(iface_idx.as_ref(), &func_name)
+            .ok_or_else(|| RunError::Host(format!("export {export} not found")))?;
+        known.insert(export.to_string(), idx);
+        Ok(idx)
     }
 
     fn find_export(&self, export: &str) -> Result<(Option<String>, String), RunError> {

@@ -1,6 +1,7 @@
 //! A module ready to run: manifest checked, component compiled and linked
 //! once (`InstancePre`); every invocation gets a fresh, limited store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use warden_amqp::{AmqpCtx, AmqpModule};
@@ -59,6 +60,9 @@ pub struct LoadedModule {
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
     message_handle: Option<ComponentExportIndex>,
+    /// `invoke` names already resolved to an export (the lookup walks the
+    /// component's type; a caller repeating a name should not pay it again).
+    pub(crate) invoke_exports: std::sync::Mutex<HashMap<String, ComponentExportIndex>>,
     audit: Arc<dyn AuditSink>,
     trap_ctx: TrapContext,
     stdio: Stdio,
@@ -180,6 +184,7 @@ impl LoadedModule {
             pre,
             task_run,
             message_handle,
+            invoke_exports: Default::default(),
             audit: cx.audit.clone(),
             trap_ctx,
             stdio: Stdio::Inherit,
