@@ -6,7 +6,7 @@ use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{ComponentExportIndex, Type, Val};
 
 use crate::error::RunError;
-use crate::module::{InstanceError, LoadedModule, Output, charge_output};
+use crate::module::{InstanceError, LoadedModule, Output, charge_output, export_func};
 
 impl LoadedModule {
     /// Calls `export`, either `interface#func` (`warden:module/task#run`,
@@ -52,18 +52,11 @@ impl LoadedModule {
             return Ok(*idx);
         }
         let (iface, func_name) = self.find_export(export)?;
-        let component = self.component();
-        let iface_idx = match &iface {
-            Some(i) => Some(
-                component
-                    .get_export_index(None, i)
-                    .ok_or_else(|| RunError::Host(format!("export {i} not found")))?,
-            ),
-            None => None,
-        };
-        let idx = component
-            .get_export_index(iface_idx.as_ref(), &func_name)
-            .ok_or_else(|| RunError::Host(format!("export {export} not found")))?;
+        let idx = match &iface {
+            Some(i) => export_func(self.component(), self.shape(), i, &func_name),
+            None => self.component().get_export_index(None, func_name.as_str()),
+        }
+        .ok_or_else(|| RunError::Host(format!("export {export} not found")))?;
         known.insert(export.to_string(), idx);
         Ok(idx)
     }

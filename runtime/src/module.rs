@@ -452,7 +452,7 @@ pub(crate) fn guest_result(
 }
 
 /// The index of `func` in the exported `interface`, if the component has it.
-fn export_func(
+pub(crate) fn export_func(
     component: &wasmtime::component::Component,
     shape: &ComponentShape,
     interface: &str,

@@ -547,6 +547,11 @@ async fn todo_example_does_crud_with_a_transaction() {
     );
     let err = call("add", vec!["  ".into()]).await.unwrap_err();
     assert_eq!(err, RunError::Failed("a to-do needs a title".into()));
+    // Names are resolved once and remembered; an unknown one stays an error.
+    for _ in 0..2 {
+        let err = call("nope", vec![]).await.unwrap_err();
+        assert_eq!(err, RunError::Host("export nope not found".into()));
+    }
 }
 
 #[tokio::test]

@@ -159,11 +159,7 @@ impl Conn {
             }
         };
         if result.is_err() {
-            match self {
-                Conn::Postgres(c) => c.close_on_drop(),
-                Conn::MySql(c) => c.close_on_drop(),
-                Conn::Sqlite(c) => c.close_on_drop(),
-            }
+            self.close_on_drop();
         }
         result.map_err(from_sqlx)
     }
@@ -209,11 +205,15 @@ impl Conn {
 
     /// Makes sure this connection is closed rather than reused (after a
     /// host-side timeout left it in an unknown state).
-    pub(crate) fn discard(self) {
+    pub(crate) fn discard(mut self) {
+        self.close_on_drop();
+    }
+
+    fn close_on_drop(&mut self) {
         match self {
-            Conn::Postgres(mut c) => c.close_on_drop(),
-            Conn::MySql(mut c) => c.close_on_drop(),
-            Conn::Sqlite(mut c) => c.close_on_drop(),
+            Conn::Postgres(c) => c.close_on_drop(),
+            Conn::MySql(c) => c.close_on_drop(),
+            Conn::Sqlite(c) => c.close_on_drop(),
         }
     }
 
