@@ -647,17 +647,68 @@ async fn results_count_against_the_output_cap() {
 async fn sqlite_cannot_reach_other_files() {
     let f = Fixture::new(Backend::Sqlite);
     let outside = f.dir.path().join("outside.db");
-    for sql in [
-        format!("ATTACH DATABASE '{}' AS other", outside.display()),
-        format!("VACUUM INTO '{}'", outside.display()),
+    for (sql, refused) in [
+        (
+            format!("ATTACH DATABASE '{}' AS other", outside.display()),
+            "denied: the host does not allow",
+        ),
+        // Refused twice over: inside the host's transaction, and no ATTACH.
+        (format!("VACUUM INTO '{}'", outside.display()), "backend: "),
     ] {
         let out = f.rw("execute", &sql, "[]").await;
-        assert!(failed(out, &sql).starts_with("backend: "), "{sql}");
+        let msg = failed(out, &sql);
+        assert!(msg.starts_with(refused), "{sql}: {msg}");
         assert!(
             !outside.exists(),
             "{sql} created a file outside the database"
         );
     }
+}
+
+#[tokio::test]
+async fn sqlite_pragmas_cannot_change_the_shared_connection() {
+    // One pooled connection, so every later call surely reuses it.
+    let f = Fixture::with_pool(Backend::Sqlite, 1);
+    f.create("id INTEGER PRIMARY KEY").await;
+    for (access, sql) in [
+        ("read-write", "PRAGMA query_only = ON"),
+        ("read-write", "pragma Query_Only=1"),
+        ("read-write", "PRAGMA main.query_only = 1"),
+        ("read-write", "PRAGMA journal_mode = OFF"),
+        ("read-write", "PRAGMA synchronous = OFF"),
+        ("read-write", "PRAGMA writable_schema = ON"),
+        ("read-write", "PRAGMA temp_store_directory = '/tmp'"),
+        ("read-only", "PRAGMA cache_size = 1"),
+        ("read-only", "PRAGMA busy_timeout = 0"),
+    ] {
+        let out = f
+            .probe(
+                &format!("access = \"{access}\""),
+                &format!("op = \"execute\"\nsql = \"{sql}\"\nparams = '[]'"),
+            )
+            .await;
+        let msg = failed(out, sql);
+        assert!(
+            msg.starts_with("denied: the host does not allow"),
+            "{sql}: {msg}"
+        );
+    }
+    // The next module on the same connection can still write, with the
+    // journal it was opened with; introspection still works.
+    f.rw(
+        "execute",
+        &format!("INSERT INTO {} VALUES (1)", f.table),
+        "[]",
+    )
+    .await
+    .unwrap();
+    let mode = f.rw("query", "PRAGMA journal_mode", "[]").await.unwrap();
+    assert!(!mode.to_lowercase().contains("off"), "{mode}");
+    let cols = f
+        .rw("query", &format!("PRAGMA table_info({})", f.table), "[]")
+        .await
+        .unwrap();
+    assert!(cols.contains("id"), "{cols}");
 }
 
 #[tokio::test]

@@ -18,6 +18,11 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> CapabilityError {
                 "57014" | "70100" | "9" => {
                     CapabilityError::Timeout(format!("statement-timeout: {msg}"))
                 }
+                // SQLite SQLITE_AUTH: the host's authorizer (see `sqlite::harden`).
+                "23" => CapabilityError::Denied(format!(
+                    "the host does not allow this statement on SQLite \
+                     (ATTACH, or a PRAGMA that changes the shared connection): {msg}"
+                )),
                 // MySQL's max_execution_time error carries the generic HY000.
                 _ if msg.contains("max_execution_time") => {
                     CapabilityError::Timeout(format!("statement-timeout: {msg}"))
