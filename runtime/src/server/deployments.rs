@@ -27,6 +27,30 @@ pub struct Deployed {
     pub changing: tokio::sync::Mutex<()>,
     /// Held while a cron run is in progress: runs of one module never overlap.
     pub cron_running: Arc<tokio::sync::Mutex<()>>,
+    /// State writes this node is making (API calls, the failure threshold)
+    /// and the [`clock`] when the last one ended: a registry record read
+    /// before then is stale and must not undo them.
+    local_writes: AtomicU32,
+    written_at: AtomicU64,
+}
+
+/// Logical time for ordering local state writes against registry reads.
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Take before reading a registry record to hand to [`Deployed::sync_state`].
+pub fn clock() -> u64 {
+    CLOCK.load(Ordering::SeqCst)
+}
+
+/// A local state write in progress (see [`Deployed::local_write`]).
+pub struct LocalWrite<'a>(&'a Deployed);
+
+impl Drop for LocalWrite<'_> {
+    fn drop(&mut self) {
+        let now = CLOCK.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.written_at.store(now, Ordering::SeqCst);
+        self.0.local_writes.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A loaded version of a module.
@@ -65,6 +89,25 @@ impl Deployed {
 
     pub fn set_state(&self, state: ModuleState) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Marks a state change this node makes (registry and local state)
+    /// until the guard drops.
+    pub fn local_write(&self) -> LocalWrite<'_> {
+        self.local_writes.fetch_add(1, Ordering::SeqCst);
+        LocalWrite(self)
+    }
+
+    /// Applies a state read from the registry at `read_at` unless a local
+    /// write is in progress or ended after it. Checked under the state lock:
+    /// a write that starts meanwhile sets its state after this one.
+    pub fn sync_state(&self, state: ModuleState, read_at: u64) {
+        let mut current = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if self.local_writes.load(Ordering::SeqCst) == 0
+            && self.written_at.load(Ordering::SeqCst) <= read_at
+        {
+            *current = state;
+        }
     }
 
     /// The version new invocations should go to, if the module is active.
@@ -150,6 +193,8 @@ impl Deployments {
                     changing: tokio::sync::Mutex::default(),
                     load_failed: Mutex::default(),
                     backlog: Arc::new(tokio::sync::Semaphore::new(super::bus::BACKLOG)),
+                    local_writes: AtomicU32::new(0),
+                    written_at: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -290,7 +335,30 @@ fn normalize(route: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::prefixes;
+    use super::{Deployments, ModuleState, clock, prefixes};
+
+    #[test]
+    fn a_registry_read_from_before_a_local_state_change_does_not_undo_it() {
+        let d = Deployments::default().entry("m", ModuleState::Active);
+        let before = clock();
+        {
+            // The failure threshold marks the module failed; the registry
+            // write has not finished when the sync applies its older read.
+            let _write = d.local_write();
+            d.set_state(ModuleState::Failed);
+            d.sync_state(ModuleState::Active, before);
+            d.sync_state(ModuleState::Active, clock());
+            assert_eq!(d.state(), ModuleState::Failed);
+        }
+        d.sync_state(ModuleState::Active, before);
+        assert_eq!(
+            d.state(),
+            ModuleState::Failed,
+            "read before the write ended"
+        );
+        d.sync_state(ModuleState::Active, clock());
+        assert_eq!(d.state(), ModuleState::Active, "a later read applies");
+    }
 
     #[test]
     fn a_path_is_owned_by_routes_on_segment_boundaries_longest_first() {

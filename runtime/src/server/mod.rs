@@ -184,9 +184,10 @@ async fn listen_loop(node: Arc<Node>, url: String) {
         }
         // recv() reconnects by itself; an error here means it gave up.
         while let Ok(n) = listener.recv().await {
+            let read_at = deployments::clock();
             match node.registry.module(n.payload()).await {
                 Ok(record) => {
-                    node.reconcile(&record).await;
+                    node.reconcile(&record, Some(read_at)).await;
                     node.consumers.reconcile(&node);
                 }
                 Err(_) => {

@@ -11,7 +11,7 @@ use warden_fs::HostPaths;
 use wasmtime::component::Linker;
 
 use super::audit::AuditLog;
-use super::deployments::{Deployed, Deployments, Version};
+use super::deployments::{self, Deployed, Deployments, Version};
 use super::metrics::{Metrics, outcome};
 use super::registry::{ModuleRecord, ModuleState, NewAudit, Registry, RegistryError};
 use crate::engine::WardenEngine;
@@ -193,6 +193,7 @@ impl Node {
         let deployed = self.deployments.entry(name, ModuleState::Uploaded);
         let _changing = deployed.changing.lock().await;
         let loaded = prepare(name, version, module).await?;
+        let _write = deployed.local_write();
         self.registry
             .set_state(name, ModuleState::Active, Some(version))
             .await?;
@@ -231,12 +232,15 @@ impl Node {
                 ));
             }
         };
+        let deployed = self.deployments.entry(name, record.state);
+        let write = deployed.local_write();
         self.registry.set_state(name, to, None).await?;
         let updated = ModuleRecord {
             state: to,
             ..record
         };
-        self.reconcile(&updated).await;
+        self.reconcile(&updated, None).await;
+        drop(write);
         self.audit.record(NewAudit {
             module: name.into(),
             version: updated.active_version.clone(),
@@ -271,9 +275,10 @@ impl Node {
 
     /// Brings this node in line with the registry for every module.
     pub async fn reconcile_all(&self) -> Result<(), NodeError> {
+        let read_at = deployments::clock();
         let records = self.registry.modules().await?;
         for record in &records {
-            self.reconcile(record).await;
+            self.reconcile(record, Some(read_at)).await;
         }
         let known: std::collections::HashSet<&str> =
             records.iter().map(|r| r.name.as_str()).collect();
@@ -286,24 +291,31 @@ impl Node {
     }
 
     /// Loads, swaps or unloads one module as its registry record says.
-    pub async fn reconcile(&self, record: &ModuleRecord) {
+    /// `read_at` is the [`deployments::clock`] before `record` was read;
+    /// None when the caller wrote it (its own change, applied as is).
+    pub async fn reconcile(&self, record: &ModuleRecord, read_at: Option<u64>) {
         let deployed = self.deployments.entry(&record.name, record.state);
-        if wanted_version(record) != deployed.current().map(|v| v.version.clone()).as_deref() {
-            let _changing = deployed.changing.lock().await;
-            // `record` may predate a change that finished while we waited.
-            let Ok(fresh) = self.registry.module(&record.name).await else {
-                return;
-            };
-            self.change_version(&deployed, &fresh).await;
-            let failed = wanted_version(&fresh).is_some_and(|v| deployed.load_failed(v));
-            deployed.set_state(if failed {
-                ModuleState::Failed
+        let (state, read_at) =
+            if wanted_version(record) != deployed.current().map(|v| v.version.clone()).as_deref() {
+                let _changing = deployed.changing.lock().await;
+                // `record` may predate a change that finished while we waited.
+                let read_at = read_at.map(|_| deployments::clock());
+                let Ok(fresh) = self.registry.module(&record.name).await else {
+                    return;
+                };
+                self.change_version(&deployed, &fresh).await;
+                if wanted_version(&fresh).is_some_and(|v| deployed.load_failed(v)) {
+                    deployed.set_state(ModuleState::Failed);
+                    return;
+                }
+                (fresh.state, read_at)
             } else {
-                fresh.state
-            });
-            return;
+                (record.state, read_at)
+            };
+        match read_at {
+            Some(t) => deployed.sync_state(state, t),
+            None => deployed.set_state(state),
         }
-        deployed.set_state(record.state);
     }
 
     async fn change_version(&self, deployed: &Arc<Deployed>, record: &ModuleRecord) {
@@ -364,6 +376,7 @@ impl Node {
                         self.config.failure_threshold
                     );
                     tracing::error!(module = %name, "marked failed: {detail}");
+                    let _write = deployed.local_write();
                     deployed.set_state(ModuleState::Failed);
                     if let Err(e) = self
                         .registry
