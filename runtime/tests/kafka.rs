@@ -17,13 +17,17 @@ const KAFKA: &str = "127.0.0.1:9092";
 
 /// tansu does not create topics on demand.
 async fn create_topics(topics: &[&str]) {
+    create_partitioned(topics, 1).await;
+}
+
+async fn create_partitioned(topics: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .create()
         .unwrap();
     let new: Vec<_> = topics
         .iter()
-        .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     for result in admin
         .create_topics(&new, &AdminOptions::new())
@@ -35,13 +39,20 @@ async fn create_topics(topics: &[&str]) {
 }
 
 async fn produce(topic: &str, payload: &str) {
+    produce_to(topic, None, payload).await;
+}
+
+async fn produce_to(topic: &str, partition: Option<i32>, payload: &str) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", KAFKA)
         .create()
         .unwrap();
     producer
         .send(
-            FutureRecord::<(), _>::to(topic).payload(payload),
+            FutureRecord::<(), _> {
+                partition,
+                ..FutureRecord::to(topic).payload(payload)
+            },
             Duration::from_secs(5),
         )
         .await
@@ -239,4 +250,34 @@ async fn guests_send_within_their_grant_and_handlers_get_each_record_at_least_on
             .contains(&format!("handled kafka:k {crash} trap attempt 1"))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_stuck_on_a_failing_record_does_not_hold_up_the_others() {
+    let id = unique();
+    let topic = format!("wt{id}.parts");
+    create_partitioned(&[&topic], 2).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &host_config());
+    let probe = guest("kafka-probe");
+    s.deploy(&probe, "kparts", &format!("[limits]\nmax-instances = 2\n[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"{topic}\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"{topic}\"\nmax-retries = 100\n")).await;
+    // Partition 0: a record whose handler traps, retried for minutes.
+    produce_to(&topic, Some(0), "trap").await;
+    slowly("partition 0 retrying", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {topic} trap attempt 2"))
+    })
+    .await;
+    // Partition 1 is handled meanwhile, not after the retries.
+    produce_to(&topic, Some(1), "hello").await;
+    slowly("partition 1 handled", async || {
+        s.stderr()
+            .contains(&format!("handled kafka:k {topic} hello attempt 1"))
+    })
+    .await;
+    assert!(
+        !s.stderr()
+            .contains(&format!("handled kafka:k {topic} trap attempt 100")),
+        "partition 1 waited for partition 0's retries"
+    );
 }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
 use warden_amqp::{AmqpBackend, Inbound, Properties};
 use warden_kafka::{Incoming, KafkaBackend, Outgoing};
 
@@ -135,8 +136,10 @@ fn start(
     Some(task)
 }
 
-/// Kafka: records of a partition are handled in order, one at a time; the
-/// offset is committed after each success or dead-letter.
+/// Kafka: each partition has its own worker, so the partitions are
+/// handled side by side (as many at once as `max-instances` admits) while
+/// the records of one partition are handled in order, one at a time; a
+/// partition's offset is committed after each success or dead-letter.
 async fn kafka(
     node: Arc<Node>,
     deployed: Arc<Deployed>,
@@ -150,26 +153,96 @@ async fn kafka(
             std::future::ready(backend.subscribe(&group, &sub.topic))
         })
         .await;
-        while let Some(record) = while_serving(&deployed, consumer.next()).await {
-            let record = match record {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(module = %deployed.name, "{what}: {e}");
+        let kafka = KafkaTrigger {
+            node: node.clone(),
+            deployed: deployed.clone(),
+            sub: sub.clone(),
+            backend: backend.clone(),
+            consumer: Arc::new(consumer),
+        };
+        kafka.dispatch(&what).await;
+        // Dropping the consumer leaves the group; uncommitted records are
+        // redelivered to whoever consumes next.
+    }
+}
+
+/// Records a partition's worker may hold before the dispatcher waits:
+/// backpressure on a slow partition, bounded memory.
+const PARTITION_BACKLOG: usize = 16;
+
+#[derive(Clone)]
+struct KafkaTrigger {
+    node: Arc<Node>,
+    deployed: Arc<Deployed>,
+    sub: Subscription,
+    backend: Arc<KafkaBackend>,
+    consumer: Arc<warden_kafka::Subscription>,
+}
+
+impl KafkaTrigger {
+    /// Hands records to their partition's worker until the module stops
+    /// serving or a worker meets a record it could not settle; then lets
+    /// the workers finish what they are handling.
+    async fn dispatch(&self, what: &str) {
+        let mut workers: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
+        let mut running = JoinSet::new();
+        loop {
+            let next = tokio::select! {
+                r = while_serving(&self.deployed, self.consumer.next()) => r,
+                // Only a worker that stopped short ends: nothing after its
+                // record may be committed, so this consumer is done.
+                _ = running.join_next(), if !running.is_empty() => None,
+            };
+            let record = match next {
+                None => break,
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    tracing::warn!(module = %self.deployed.name, "{what}: {e}");
                     tokio::time::sleep(RECONNECT).await;
                     continue;
                 }
             };
-            // A commit covers every earlier offset: after a record that is
-            // not settled, this consumer must not commit anything.
-            if !kafka_handle(&node, &deployed, &sub, &backend, &record).await {
+            let worker = workers
+                .entry((record.topic.clone(), record.partition))
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(PARTITION_BACKLOG);
+                    running.spawn(self.clone().partition(rx));
+                    tx
+                });
+            let sent = tokio::select! {
+                r = worker.send(record) => r.is_ok(),
+                _ = running.join_next() => false,
+            };
+            if !sent {
                 break;
             }
-            if let Err(e) = consumer.commit(&record).await {
-                tracing::warn!(module = %deployed.name, "{what}: {e} (the record may be handled again)");
+        }
+        // Workers drain what they were given (a module no longer serving
+        // gives each record back unhandled) and stop.
+        workers.clear();
+        let settle = async { while running.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(30), settle).await;
+    }
+
+    /// One partition's records in order; returns at the first record that
+    /// is not settled (a commit covers every earlier offset).
+    async fn partition(self, mut records: mpsc::Receiver<Incoming>) {
+        while let Some(record) = records.recv().await {
+            let settled = kafka_handle(
+                &self.node,
+                &self.deployed,
+                &self.sub,
+                &self.backend,
+                &record,
+            )
+            .await;
+            if !settled {
+                return;
+            }
+            if let Err(e) = self.consumer.commit(&record).await {
+                tracing::warn!(module = %self.deployed.name, "kafka {:?}: {e} (the record may be handled again)", self.sub.topic);
             }
         }
-        // Dropping the consumer leaves the group; uncommitted records are
-        // redelivered to whoever consumes next.
     }
 }
 
