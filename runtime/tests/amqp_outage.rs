@@ -88,6 +88,11 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
     let (status, body) = call("publish", publish.clone(), b"lost?").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("amqp backend r"), "{body}");
+    let connected = async || {
+        let backends = s.client(DEPLOYER).get("/v1/backends").await.unwrap();
+        backends["amqp"][0]["connected"].clone()
+    };
+    assert_eq!(connected().await, Value::Bool(false));
     drop(restart);
 
     s.client(DEPLOYER)
@@ -109,6 +114,7 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
     // Publishing works again on a new connection, and the consumer gets it.
     let (status, body) = call("publish", publish, b"after").await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(connected().await, Value::Bool(true));
     eventually("handled after the outage", async || {
         s.stderr()
             .contains(&format!("handled amqp:r {q} after attempt 1"))

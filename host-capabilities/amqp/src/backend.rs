@@ -35,7 +35,10 @@ fn default_channels() -> usize {
 pub struct AmqpBackend {
     pub id: String,
     url: String,
-    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The current connection; read by status without waiting.
+    connection: Mutex<Option<Arc<Connection>>>,
+    /// Held while (re)connecting, so one caller connects at a time.
+    connecting: tokio::sync::Mutex<()>,
     idle: Mutex<Vec<Channel>>,
     slots: Arc<Semaphore>,
     max_channels: usize,
@@ -74,7 +77,8 @@ impl AmqpBackends {
                 Arc::new(AmqpBackend {
                     id: id.clone(),
                     url: config.url.clone(),
-                    connection: tokio::sync::Mutex::new(None),
+                    connection: Mutex::new(None),
+                    connecting: tokio::sync::Mutex::new(()),
                     idle: Mutex::new(Vec::new()),
                     slots: Arc::new(Semaphore::new(config.max_channels)),
                     max_channels: config.max_channels,
@@ -100,11 +104,13 @@ impl AmqpBackends {
 impl AmqpBackend {
     /// The shared connection, (re)opened when there is none or it broke.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, CapabilityError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref()
-            && c.status().connected()
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.connected() {
+            return Ok(c);
+        }
+        // One caller connects; the others wait for its result.
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.connected() {
+            return Ok(c);
         }
         // Channels of a broken connection are useless.
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -116,8 +122,14 @@ impl AmqpBackend {
                 return Err(self.unavailable(format!("cannot connect within {CONNECT_TIMEOUT:?}")));
             }
         };
-        *slot = Some(conn.clone());
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// The shared connection, if it is open.
+    fn connected(&self) -> Option<Arc<Connection>> {
+        let slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
     /// A confirm-mode channel for one guest handle; it goes back to the
@@ -193,11 +205,7 @@ impl AmqpBackend {
     }
 
     pub fn status(&self) -> AmqpBackendStatus {
-        let connected = self
-            .connection
-            .try_lock()
-            .map(|c| c.as_ref().is_some_and(|c| c.status().connected()))
-            .unwrap_or(true);
+        let connected = self.connected().is_some();
         AmqpBackendStatus {
             id: self.id.clone(),
             connected,
