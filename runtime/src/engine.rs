@@ -89,9 +89,11 @@ impl WardenEngine {
                 .max_memories_per_component(2)
                 .max_tables_per_component(8)
                 .max_memory_size(options.max_memory as usize)
-                // Reset small dirty regions with memset and batch the rest
-                // of the madvise calls: cheaper than a syscall per slot.
-                .linear_memory_keep_resident(64 << 10)
+                // Reset up to this much dirty memory with memset (PAGEMAP_SCAN
+                // finds the dirty pages) instead of madvise: the pages stay
+                // mapped, so the next instance does not fault them back in.
+                // Batch the rest of the madvise calls.
+                .linear_memory_keep_resident(1 << 20)
                 .table_keep_resident(16 << 10)
                 .async_stack_keep_resident(64 << 10)
                 .decommit_batch_size(16)
