@@ -59,6 +59,9 @@ fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModu
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench --bench capabilities -- redis` runs only that workload.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |row: &str| filter.as_deref().is_none_or(|f| row.starts_with(f));
     let engine = WardenEngine::new(EngineOptions {
         max_instances: 64,
         cache_dir: None,
@@ -191,21 +194,28 @@ async fn main() {
         "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |"
     );
     println!("|---|---|---|---|");
-    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql.clone(), guest_sql).await;
-    println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
-    let (n, w, r) = common::rounds(
-        ROUNDS,
-        CALLS,
-        CONCURRENCY,
-        native_sql.clone(),
-        native_wrapped_sql,
-    )
-    .await;
-    println!(
-        "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
-    );
-    let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_kv, guest_kv).await;
-    println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+    if wanted("postgres") {
+        let (n, g, r) =
+            common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql.clone(), guest_sql).await;
+        println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+    }
+    if wanted("postgres-wrapper") {
+        let (n, w, r) = common::rounds(
+            ROUNDS,
+            CALLS,
+            CONCURRENCY,
+            native_sql.clone(),
+            native_wrapped_sql,
+        )
+        .await;
+        println!(
+            "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
+        );
+    }
+    if wanted("redis") {
+        let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_kv, guest_kv).await;
+        println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+    }
 
     sqlx::raw_sql("DROP TABLE warden_bench")
         .execute(&pool)
