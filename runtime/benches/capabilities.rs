@@ -26,7 +26,10 @@ mod common;
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
-const CONCURRENCY: usize = 4;
+/// Concurrent callers; `BENCH_CONCURRENCY=1` measures one call at a time.
+static CONC: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("BENCH_CONCURRENCY").map_or(4, |c| c.parse().expect("BENCH_CONCURRENCY"))
+});
 const CALLS: usize = 8_000;
 const ROUNDS: usize = 5;
 
@@ -37,7 +40,7 @@ fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModu
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run `just build-guests`)", path.display()));
     let manifest = Manifest::parse(&format!(
-        "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = {CONCURRENCY}\n\
+        "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = 64\n\
          [grants.sql.db]\nbackend = \"pg\"\nmax-connections = {POOL}\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-bench:\"\n"
     ))
     .unwrap();
@@ -191,29 +194,23 @@ async fn main() {
     };
 
     println!(
-        "| workload ({CALLS} calls, {CONCURRENCY} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |"
+        "| workload ({CALLS} calls, {} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |",
+        *CONC
     );
     println!("|---|---|---|---|");
     if wanted("postgres") {
-        let (n, g, r) =
-            common::rounds(ROUNDS, CALLS, CONCURRENCY, native_sql.clone(), guest_sql).await;
+        let (n, g, r) = common::rounds(ROUNDS, CALLS, *CONC, native_sql.clone(), guest_sql).await;
         println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
     }
     if wanted("postgres-wrapper") {
-        let (n, w, r) = common::rounds(
-            ROUNDS,
-            CALLS,
-            CONCURRENCY,
-            native_sql.clone(),
-            native_wrapped_sql,
-        )
-        .await;
+        let (n, w, r) =
+            common::rounds(ROUNDS, CALLS, *CONC, native_sql.clone(), native_wrapped_sql).await;
         println!(
             "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
         );
     }
     if wanted("redis") {
-        let (n, g, r) = common::rounds(ROUNDS, CALLS, CONCURRENCY, native_kv, guest_kv).await;
+        let (n, g, r) = common::rounds(ROUNDS, CALLS, *CONC, native_kv, guest_kv).await;
         println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
     }
 
