@@ -96,8 +96,13 @@ impl Fixture {
     }
 
     async fn create(&self, columns: &str) {
-        let sql = format!("CREATE TABLE {} ({columns})", self.table);
-        self.rw("execute", &sql, "[]")
+        self.execute(&format!("CREATE TABLE {} ({columns})", self.table))
+            .await;
+    }
+
+    /// A read-write statement without parameters that must succeed.
+    async fn execute(&self, sql: &str) {
+        self.rw("execute", sql, "[]")
             .await
             .unwrap_or_else(|e| panic!("{:?}: {sql}: {e}", self.db));
     }
@@ -350,13 +355,8 @@ async fn read_only_grants_cannot_write_by_any_trick() {
     for db in ALL {
         let f = Fixture::new(db);
         f.create("id INT PRIMARY KEY").await;
-        f.rw(
-            "execute",
-            &format!("INSERT INTO {} VALUES (1)", f.table),
-            "[]",
-        )
-        .await
-        .unwrap();
+        f.execute(&format!("INSERT INTO {} VALUES (1)", f.table))
+            .await;
         let t = &f.table;
         let attempts = [
             format!("INSERT INTO {t} VALUES (2)"),
@@ -695,13 +695,8 @@ async fn sqlite_pragmas_cannot_change_the_shared_connection() {
     }
     // The next module on the same connection can still write, with the
     // journal it was opened with; introspection still works.
-    f.rw(
-        "execute",
-        &format!("INSERT INTO {} VALUES (1)", f.table),
-        "[]",
-    )
-    .await
-    .unwrap();
+    f.execute(&format!("INSERT INTO {} VALUES (1)", f.table))
+        .await;
     let mode = f.rw("query", "PRAGMA journal_mode", "[]").await.unwrap();
     assert!(!mode.to_lowercase().contains("off"), "{mode}");
     let cols = f
@@ -763,13 +758,8 @@ async fn mariadb_session_and_user_variables_do_not_reach_the_next_module() {
             .unwrap();
         assert!(!seen.contains("from-another-module"), "{access}: {seen}");
     }
-    f.rw(
-        "execute",
-        "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'",
-        "[]",
-    )
-    .await
-    .unwrap();
+    f.execute("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'")
+        .await;
     let mode = f
         .rw(
             "query",
@@ -834,14 +824,11 @@ async fn a_guest_cannot_swap_the_prepared_statements_of_a_pooled_connection() {
 #[tokio::test]
 async fn a_role_switch_does_not_reach_the_next_user_of_a_connection() {
     let f = Fixture::with_pool(Backend::Postgres, 1);
-    f.rw(
-        "execute",
+    f.execute(
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_other') \
          THEN CREATE ROLE warden_other; END IF; END $$",
-        "[]",
     )
-    .await
-    .unwrap();
+    .await;
     f.rw("execute", "SET ROLE warden_other", "[]")
         .await
         .unwrap();
