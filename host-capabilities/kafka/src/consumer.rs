@@ -35,6 +35,9 @@ impl KafkaBackend {
     /// offset starts at the earliest record, so nothing sent before the
     /// module's first start is skipped.
     pub fn subscribe(&self, group: &str, topic: &str) -> Result<Subscription, CapabilityError> {
+        // librdkafka reads a name starting with `^` as a regex over every
+        // topic: only a plain topic name may be subscribed.
+        crate::limits::check_topic(topic)?;
         let consumer: StreamConsumer = self
             .config()
             .client_config(&self.id)

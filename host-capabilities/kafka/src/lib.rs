@@ -14,4 +14,4 @@ pub use backend::{KafkaBackend, KafkaBackendConfig, KafkaBackendStatus, KafkaBac
 pub use consumer::{Incoming, Subscription};
 pub use grant::KafkaGrant;
 pub use host::{KafkaCtx, KafkaHost, KafkaModule, KafkaView, add_to_linker};
-pub use limits::{MAX_BATCH, MAX_HEADERS, MAX_PAYLOAD, Outgoing};
+pub use limits::{MAX_BATCH, MAX_HEADERS, MAX_PAYLOAD, Outgoing, check_topic};

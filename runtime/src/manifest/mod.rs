@@ -275,6 +275,7 @@ impl Manifest {
         match source {
             Source::Events => Ok(()),
             Source::Kafka(b) => {
+                warden_kafka::check_topic(&s.topic).map_err(|e| ("topic", e.to_string()))?;
                 let on = |key, wanted, allows: &dyn Fn(&KafkaGrant) -> bool| {
                     granted_on(
                         "kafka",

@@ -143,6 +143,15 @@ fn subscriptions_consume_only_what_a_grant_on_their_backend_allows() {
         p[0].starts_with("subscribe[0].topic: no [grants.kafka.<name>] on backend \"k\""),
         "{p:?}"
     );
+    // A name librdkafka would read as a regex over every topic, even where
+    // a (careless) glob would let it through.
+    let p = paths(
+        "[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"^orders.+\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"^orders.+\"\n",
+    );
+    assert!(
+        p[0].starts_with("subscribe[0].topic") && p[0].contains("is not a Kafka topic name"),
+        "{p:?}"
+    );
     // Dead letters only where the module may produce / publish.
     let p = paths(
         "[grants.kafka.ev]\nbackend = \"k\"\nconsume = [\"t\"]\n[[subscribe]]\nsource = \"kafka:k\"\ntopic = \"t\"\ndead-letter = \"x\"\n",
