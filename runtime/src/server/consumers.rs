@@ -184,7 +184,8 @@ impl KafkaTrigger {
     /// serving or a worker meets a record it could not settle; then lets
     /// the workers finish what they are handling.
     async fn dispatch(&self, what: &str) {
-        let mut workers: HashMap<(String, i32), mpsc::Sender<Incoming>> = HashMap::new();
+        // One topic per subscription: a partition number names a worker.
+        let mut workers: HashMap<i32, mpsc::Sender<Incoming>> = HashMap::new();
         let mut running = JoinSet::new();
         loop {
             let next = tokio::select! {
@@ -202,13 +203,11 @@ impl KafkaTrigger {
                     continue;
                 }
             };
-            let worker = workers
-                .entry((record.topic.clone(), record.partition))
-                .or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(PARTITION_BACKLOG);
-                    running.spawn(self.clone().partition(rx));
-                    tx
-                });
+            let worker = workers.entry(record.partition).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(PARTITION_BACKLOG);
+                running.spawn(self.clone().partition(rx));
+                tx
+            });
             let sent = tokio::select! {
                 r = worker.send(record) => r.is_ok(),
                 _ = running.join_next() => false,
