@@ -26,21 +26,22 @@ mod common;
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
-/// Concurrent callers; `BENCH_CONCURRENCY=1` measures one call at a time.
-static CONC: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-    std::env::var("BENCH_CONCURRENCY").map_or(4, |c| c.parse().expect("BENCH_CONCURRENCY"))
-});
 const CALLS: usize = 8_000;
 const ROUNDS: usize = 5;
 
-fn load(engine: &WardenEngine, sql: &SqlBackends, kv: &KvBackends) -> LoadedModule {
+fn load(
+    engine: &WardenEngine,
+    sql: &SqlBackends,
+    kv: &KvBackends,
+    concurrency: usize,
+) -> LoadedModule {
     let linker = build_linker(engine).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../guest-modules/target/wasm32-wasip2/release/lookup.wasm");
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run `just build-guests`)", path.display()));
     let manifest = Manifest::parse(&format!(
-        "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = 64\n\
+        "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = {concurrency}\n\
          [grants.sql.db]\nbackend = \"pg\"\nmax-connections = {POOL}\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-bench:\"\n"
     ))
     .unwrap();
@@ -65,6 +66,9 @@ async fn main() {
     // `cargo bench --bench capabilities -- redis` runs only that workload.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |row: &str| filter.as_deref().is_none_or(|f| row.starts_with(f));
+    // Concurrent callers; `BENCH_CONCURRENCY=1` measures one call at a time.
+    let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
+        .map_or(4, |c| c.parse().expect("BENCH_CONCURRENCY is a number"));
     let engine = WardenEngine::new(EngineOptions {
         max_instances: 64,
         cache_dir: None,
@@ -86,7 +90,7 @@ async fn main() {
         },
     )]))
     .unwrap();
-    let module = Arc::new(load(&engine, &sql, &kv));
+    let module = Arc::new(load(&engine, &sql, &kv, concurrency));
 
     // Fixture data, written natively.
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -195,22 +199,29 @@ async fn main() {
 
     println!(
         "| workload ({CALLS} calls, {} concurrent, pool {POOL}; median of {ROUNDS} alternating rounds) | native | through a guest | ratio |",
-        *CONC
+        concurrency
     );
     println!("|---|---|---|---|");
     if wanted("postgres") {
-        let (n, g, r) = common::rounds(ROUNDS, CALLS, *CONC, native_sql.clone(), guest_sql).await;
+        let (n, g, r) =
+            common::rounds(ROUNDS, CALLS, concurrency, native_sql.clone(), guest_sql).await;
         println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
     }
     if wanted("postgres-wrapper") {
-        let (n, w, r) =
-            common::rounds(ROUNDS, CALLS, *CONC, native_sql.clone(), native_wrapped_sql).await;
+        let (n, w, r) = common::rounds(
+            ROUNDS,
+            CALLS,
+            concurrency,
+            native_sql.clone(),
+            native_wrapped_sql,
+        )
+        .await;
         println!(
             "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
         );
     }
     if wanted("redis") {
-        let (n, g, r) = common::rounds(ROUNDS, CALLS, *CONC, native_kv, guest_kv).await;
+        let (n, g, r) = common::rounds(ROUNDS, CALLS, concurrency, native_kv, guest_kv).await;
         println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
     }
 
