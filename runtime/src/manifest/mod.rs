@@ -275,7 +275,6 @@ impl Manifest {
         match source {
             Source::Events => Ok(()),
             Source::Kafka(b) => {
-                warden_kafka::check_topic(&s.topic).map_err(|e| ("topic", e.to_string()))?;
                 let on = |key, wanted, allows: &dyn Fn(&KafkaGrant) -> bool| {
                     granted_on(
                         "kafka",
@@ -290,6 +289,7 @@ impl Manifest {
                 on("topic", format!("{:?} in consume", s.topic), &|g| {
                     g.may_consume(&s.topic)
                 })?;
+                warden_kafka::check_topic(&s.topic).map_err(|e| ("topic", e.to_string()))?;
                 match dead_letter {
                     Some(dl) => on("dead-letter", format!("{dl:?} in produce"), &|g| {
                         g.may_produce(dl)
