@@ -35,11 +35,16 @@ impl Fixture {
     }
 
     fn with_pool(db: Backend, pool_size: u32) -> Fixture {
+        Fixture::with_url_query(db, pool_size, "")
+    }
+
+    /// `query` is appended to the backend URL (`?application_name=…`).
+    fn with_url_query(db: Backend, pool_size: u32, query: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let url = match db {
-            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/test".to_string(),
-            Backend::MariaDb => "mysql://root@127.0.0.1:3306/test".to_string(),
-            Backend::Sqlite => format!("sqlite://{}/test.db", dir.path().display()),
+            Backend::Postgres => format!("postgres://postgres@127.0.0.1:5432/test{query}"),
+            Backend::MariaDb => format!("mysql://root@127.0.0.1:3306/test{query}"),
+            Backend::Sqlite => format!("sqlite://{}/test.db{query}", dir.path().display()),
         };
         let configs = BTreeMap::from([(
             "db".to_string(),
@@ -574,6 +579,46 @@ async fn a_dead_backend_is_unavailable_not_a_hang() {
     let msg = failed(module.run_task().await.map(|o| o.stdout), "dead backend");
     assert!(msg.starts_with("unavailable: "), "{msg}");
     assert!(backends.status()[0].errors >= 1);
+}
+
+#[tokio::test]
+async fn connections_the_server_closed_while_idle_are_replaced_before_guest_sql() {
+    // The pool does not ping a connection before lending it; the host's own
+    // BEGIN is the check. These connections carry an application_name of
+    // their own, so this kills exactly them and no other test's.
+    let name = format!("warden_recover_{}", std::process::id());
+    let f = Fixture::with_url_query(Backend::Postgres, 2, &format!("?application_name={name}"));
+    const ONE: &str = "op = \"query\"\nsql = \"SELECT 1 AS one\"";
+    let (a, b) = tokio::join!(f.probe("", ONE), f.probe("", ONE));
+    assert_eq!(a.unwrap(), "one\ni32:1\n");
+    assert_eq!(b.unwrap(), "one\ni32:1\n");
+    let killed = Fixture::new(Backend::Postgres)
+        .rw(
+            "query",
+            &format!(
+                "SELECT COUNT(pg_terminate_backend(pid)) AS killed FROM pg_stat_activity \
+                 WHERE application_name = '{name}'"
+            ),
+            "[]",
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        killed, "killed\ni64:0\n",
+        "the pool had no connection to kill"
+    );
+    // Every idle connection is dead now; calls still get a live one, both a
+    // plain call and a transaction.
+    assert_eq!(f.probe("", ONE).await.unwrap(), "one\ni32:1\n");
+    let tx = f
+        .probe(
+            "",
+            r#"op = "tx"
+steps = '''[["SELECT 2 AS two", []]]'''"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tx, "two\ni32:2\n");
 }
 
 #[tokio::test]

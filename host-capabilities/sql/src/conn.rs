@@ -15,6 +15,10 @@ use crate::error::from_sqlx;
 use crate::pool::{Pools, SqlBackend};
 use crate::value::{RowSet, SqlValue};
 
+/// Time allowed beyond `statement-timeout` before the host gives up on the
+/// database and discards the connection.
+pub(crate) const HOST_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
 /// What one grant allows a statement.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caps {
@@ -32,7 +36,7 @@ pub(crate) enum Conn {
 }
 
 impl SqlBackend {
-    pub(crate) async fn acquire(&self, read_only: bool) -> Result<Conn, CapabilityError> {
+    async fn acquire(&self, read_only: bool) -> Result<Conn, CapabilityError> {
         let (size, idle) = {
             let s = self.status();
             (s.size, s.idle)
@@ -60,9 +64,42 @@ impl SqlBackend {
     }
 }
 
+impl SqlBackend {
+    /// A connection already inside the wrapping transaction. A connection the
+    /// server closed while it sat idle in the pool fails at BEGIN, before
+    /// any guest SQL, so it is dropped and another one taken: at most one
+    /// per pooled connection, then a fresh one.
+    pub(crate) async fn acquire_begun(&self, caps: &Caps) -> Result<Conn, CapabilityError> {
+        let mut attempts = self.max_connections + 1;
+        loop {
+            let mut conn = self.acquire(caps.read_only).await?;
+            match tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, conn.begin(caps)).await {
+                Ok(Ok(())) => return Ok(conn),
+                Ok(Err(e)) => {
+                    conn.discard();
+                    attempts -= 1;
+                    if attempts == 0 {
+                        self.record_error();
+                        return Err(e);
+                    }
+                    tracing::debug!(backend = %self.id, "replacing a pooled connection: {e}");
+                }
+                Err(_elapsed) => {
+                    conn.discard();
+                    self.record_error();
+                    return Err(CapabilityError::Timeout(format!(
+                        "no answer from database {} to BEGIN within {:?}",
+                        self.id, caps.timeout
+                    )));
+                }
+            }
+        }
+    }
+}
+
 impl Conn {
     /// Starts the wrapping transaction.
-    pub(crate) async fn begin(&mut self, caps: &Caps) -> Result<(), CapabilityError> {
+    async fn begin(&mut self, caps: &Caps) -> Result<(), CapabilityError> {
         let ms = caps.timeout.as_millis().max(1);
         match self {
             Conn::Postgres(c) => {

@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_capability::{AuditSink, CapabilityError};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::conn::{Caps, Conn};
+use crate::conn::{Caps, Conn, HOST_TIMEOUT_SLACK};
 use crate::grant::{SqlAccess, SqlGrant};
 use crate::pool::{SqlBackend, SqlBackends};
 use crate::value::{RowSet, SqlValue};
@@ -30,10 +30,6 @@ mod bindings {
 
 use bindings::warden::host::sql::{self as wit, Value};
 use warden_capability::wit::types::Error as WitError;
-
-/// Time allowed beyond `statement-timeout` before the host gives up on the
-/// database and discards the connection.
-const HOST_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
 /// A module's SQL grants, resolved once when the module is loaded. The
 /// connection quota lives here, so it spans all invocations of the module.
@@ -225,9 +221,8 @@ async fn one_shot<R>(
     op: impl AsyncFnOnce(&mut Conn) -> Result<R, CapabilityError>,
 ) -> Result<R, CapabilityError> {
     let _slot = take_slot(grant).await?;
-    let mut conn = grant.backend.acquire(caps.read_only).await?;
+    let mut conn = grant.backend.acquire_begun(&caps).await?;
     let result = tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, async {
-        conn.begin(&caps).await?;
         let r = op(&mut conn).await;
         let commit = r.is_ok() && !caps.read_only;
         let ended = conn.end(commit, caps.read_only).await;
@@ -361,14 +356,10 @@ impl wit::HostConnection for SqlHost<'_> {
             Ok(s) => s,
             Err(e) => return Ok(Err(WitError::from(e))),
         };
-        let mut conn = match grant.backend.acquire(caps.read_only).await {
+        let conn = match grant.backend.acquire_begun(&caps).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(WitError::from(e))),
         };
-        if let Err(e) = conn.begin(&caps).await {
-            conn.discard();
-            return Ok(Err(WitError::from(e)));
-        }
         Ok(Ok(self.table.push(Transaction {
             grant,
             conn: Some(conn),

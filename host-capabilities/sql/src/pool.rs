@@ -1,7 +1,9 @@
 //! One pool per `[sql.<id>]` backend, built once at start-up and shared by
 //! every module granted it. Connections are made lazily, so a backend that is
 //! down at start-up only fails the calls that need it, and the pool recovers
-//! by itself when the database comes back.
+//! by itself when the database comes back. Connections are not pinged
+//! before they are lent (a round trip on every call): the host's own BEGIN is
+//! that check (`SqlBackend::acquire_begun`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -39,6 +41,7 @@ pub struct SqlBackend {
     pub id: String,
     pub kind: SqlKind,
     pub(crate) pools: Pools,
+    pub(crate) max_connections: u32,
     pub(crate) waits: AtomicU64,
     pub(crate) errors: AtomicU64,
 }
@@ -91,6 +94,7 @@ impl SqlBackend {
         let (kind, pools) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(n)
+                .test_before_acquire(false)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy(url)
                 .map_err(|e| format!("invalid url: {e}"))?;
@@ -99,6 +103,7 @@ impl SqlBackend {
             let url = url.replacen("mariadb://", "mysql://", 1);
             let pool = MySqlPoolOptions::new()
                 .max_connections(n)
+                .test_before_acquire(false)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy(&url)
                 .map_err(|e| format!("invalid url: {e}"))?;
@@ -125,6 +130,7 @@ impl SqlBackend {
             let pool = |opts: SqliteConnectOptions| {
                 SqlitePoolOptions::new()
                     .max_connections(n)
+                    .test_before_acquire(false)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .after_connect(|conn, _| {
                         Box::pin(async move { crate::sqlite::harden(conn).await })
@@ -147,6 +153,7 @@ impl SqlBackend {
             id: id.to_string(),
             kind,
             pools,
+            max_connections: n,
             waits: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         })
