@@ -3,8 +3,11 @@
 //! and concurrency) and a Redis GET (guest vs the redis crate).
 //!
 //! Each guest call is a full invocation: instantiate, call the export, the
-//! host call through the granted handle, drop. Needs the local PostgreSQL
-//! and Redis (`tests/services.sh`) and the guests (`just build-guests`).
+//! host call through the granted handle, drop. The `-many` rows make
+//! `PER_INVOCATION` calls through one handle per invocation instead, so they
+//! show the host call's own cost beside the cost of a fresh instance. Needs
+//! the local PostgreSQL and Redis (`tests/services.sh`) and the guests
+//! (`just build-guests`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +31,8 @@ const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
 const CALLS: usize = 8_000;
 const ROUNDS: usize = 5;
+/// Calls through one handle per invocation in the `-many` rows.
+const PER_INVOCATION: usize = 50;
 
 fn load(
     engine: &WardenEngine,
@@ -118,14 +123,17 @@ async fn main() {
         let pool = pool.clone();
         move |i: usize| {
             let pool = pool.clone();
+            async move { native_select(&pool, i).await }
+        }
+    };
+    let native_sql_many = {
+        let pool = pool.clone();
+        move |i: usize| {
+            let pool = pool.clone();
             async move {
-                let (name,): (String,) =
-                    sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
-                        .bind((i % 1000 + 1) as i64)
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap();
-                assert!(name.starts_with("name-"));
+                for j in 0..PER_INVOCATION {
+                    native_select(&pool, i * PER_INVOCATION + j).await;
+                }
             }
         }
     };
@@ -174,12 +182,17 @@ async fn main() {
         let conn = conn.clone();
         move |i: usize| {
             let mut conn = conn.clone();
+            async move { native_get(&mut conn, i).await }
+        }
+    };
+    let native_kv_many = {
+        let conn = conn.clone();
+        move |i: usize| {
+            let mut conn = conn.clone();
             async move {
-                let v: String = conn
-                    .get(format!("warden-bench:k{}", i % 1000))
-                    .await
-                    .unwrap();
-                assert!(v.starts_with("value-"));
+                for j in 0..PER_INVOCATION {
+                    native_get(&mut conn, i * PER_INVOCATION + j).await;
+                }
             }
         }
     };
@@ -193,6 +206,32 @@ async fn main() {
                     .await
                     .unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("value-"));
+            }
+        }
+    };
+    let guest_sql_many = {
+        let module = module.clone();
+        move |i: usize| {
+            let module = module.clone();
+            async move {
+                let ids: Vec<usize> = (0..PER_INVOCATION)
+                    .map(|j| (i * PER_INVOCATION + j) % 1000 + 1)
+                    .collect();
+                let (r, _) = module.invoke("sql-get-many", &[json!(ids)]).await.unwrap();
+                assert_eq!(r[0]["ok"], json!(PER_INVOCATION));
+            }
+        }
+    };
+    let guest_kv_many = {
+        let module = module.clone();
+        move |i: usize| {
+            let module = module.clone();
+            async move {
+                let keys: Vec<String> = (0..PER_INVOCATION)
+                    .map(|j| format!("k{}", (i * PER_INVOCATION + j) % 1000))
+                    .collect();
+                let (r, _) = module.invoke("kv-get-many", &[json!(keys)]).await.unwrap();
+                assert_eq!(r[0]["ok"], json!(PER_INVOCATION));
             }
         }
     };
@@ -224,6 +263,27 @@ async fn main() {
         let (n, g, r) = common::rounds(ROUNDS, CALLS, concurrency, native_kv, guest_kv).await;
         println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
     }
+    // Same number of statements and GETs, PER_INVOCATION of them per call.
+    let many = CALLS / PER_INVOCATION;
+    let per_op = PER_INVOCATION as f64;
+    if wanted("postgres-many") {
+        let (n, g, r) =
+            common::rounds(ROUNDS, many, concurrency, native_sql_many, guest_sql_many).await;
+        println!(
+            "| PostgreSQL point SELECT, {PER_INVOCATION} per invocation | {:.0}/s | {:.0}/s | {r:.2}× |",
+            n * per_op,
+            g * per_op
+        );
+    }
+    if wanted("redis-many") {
+        let (n, g, r) =
+            common::rounds(ROUNDS, many, concurrency, native_kv_many, guest_kv_many).await;
+        println!(
+            "| Redis GET, {PER_INVOCATION} per invocation | {:.0}/s | {:.0}/s | {r:.2}× |",
+            n * per_op,
+            g * per_op
+        );
+    }
 
     sqlx::raw_sql("DROP TABLE warden_bench")
         .execute(&pool)
@@ -231,4 +291,21 @@ async fn main() {
         .unwrap();
     let keys: Vec<String> = (0..1000).map(|i| format!("warden-bench:k{i}")).collect();
     let _: () = conn.del(keys).await.unwrap();
+}
+
+async fn native_select(pool: &sqlx::PgPool, i: usize) {
+    let (name,): (String,) = sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
+        .bind((i % 1000 + 1) as i64)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(name.starts_with("name-"));
+}
+
+async fn native_get(conn: &mut redis::aio::ConnectionManager, i: usize) {
+    let v: String = conn
+        .get(format!("warden-bench:k{}", i % 1000))
+        .await
+        .unwrap();
+    assert!(v.starts_with("value-"));
 }
