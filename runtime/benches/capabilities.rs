@@ -33,6 +33,8 @@ const CALLS: usize = 8_000;
 const ROUNDS: usize = 5;
 /// Calls through one handle per invocation in the `-many` rows.
 const PER_INVOCATION: usize = 50;
+/// Fixture rows and keys; call `i` reads row/key `i % ROWS`.
+const ROWS: usize = 1000;
 
 fn load(
     engine: &WardenEngine,
@@ -103,8 +105,12 @@ async fn main() {
         .connect(PG_URL)
         .await
         .unwrap();
-    sqlx::raw_sql("DROP TABLE IF EXISTS warden_bench; CREATE TABLE warden_bench (id BIGINT PRIMARY KEY, name TEXT NOT NULL); \
-                   INSERT INTO warden_bench SELECT g, 'name-' || g FROM generate_series(1, 1000) g")
+    sqlx::raw_sql("DROP TABLE IF EXISTS warden_bench; CREATE TABLE warden_bench (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO warden_bench SELECT g, 'name-' || g FROM generate_series(1, $1) g")
+        .bind(ROWS as i64)
         .execute(&pool)
         .await
         .unwrap();
@@ -112,9 +118,9 @@ async fn main() {
     let mut conn = redis::aio::ConnectionManager::new(redis.clone())
         .await
         .unwrap();
-    for i in 0..1000 {
+    for i in 0..ROWS {
         let _: () = conn
-            .set(format!("warden-bench:k{i}"), format!("value-{i}"))
+            .set(format!("warden-bench:{}", key(i)), format!("value-{i}"))
             .await
             .unwrap();
     }
@@ -131,8 +137,8 @@ async fn main() {
         move |i: usize| {
             let pool = pool.clone();
             async move {
-                for j in 0..PER_INVOCATION {
-                    native_select(&pool, i * PER_INVOCATION + j).await;
+                for n in batch(i) {
+                    native_select(&pool, n).await;
                 }
             }
         }
@@ -151,7 +157,7 @@ async fn main() {
                     .unwrap();
                 let (name,): (String,) =
                     sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
-                        .bind((i % 1000 + 1) as i64)
+                        .bind(row_id(i))
                         .fetch_one(&mut *c)
                         .await
                         .unwrap();
@@ -170,10 +176,7 @@ async fn main() {
         move |i: usize| {
             let module = module.clone();
             async move {
-                let (r, _) = module
-                    .invoke("sql-get", &[json!(i % 1000 + 1)])
-                    .await
-                    .unwrap();
+                let (r, _) = module.invoke("sql-get", &[json!(row_id(i))]).await.unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("name-"));
             }
         }
@@ -190,8 +193,8 @@ async fn main() {
         move |i: usize| {
             let mut conn = conn.clone();
             async move {
-                for j in 0..PER_INVOCATION {
-                    native_get(&mut conn, i * PER_INVOCATION + j).await;
+                for n in batch(i) {
+                    native_get(&mut conn, n).await;
                 }
             }
         }
@@ -201,10 +204,7 @@ async fn main() {
         move |i: usize| {
             let module = module.clone();
             async move {
-                let (r, _) = module
-                    .invoke("kv-get", &[json!(format!("k{}", i % 1000))])
-                    .await
-                    .unwrap();
+                let (r, _) = module.invoke("kv-get", &[json!(key(i))]).await.unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("value-"));
             }
         }
@@ -214,9 +214,7 @@ async fn main() {
         move |i: usize| {
             let module = module.clone();
             async move {
-                let ids: Vec<usize> = (0..PER_INVOCATION)
-                    .map(|j| (i * PER_INVOCATION + j) % 1000 + 1)
-                    .collect();
+                let ids: Vec<i64> = batch(i).map(row_id).collect();
                 let (r, _) = module.invoke("sql-get-many", &[json!(ids)]).await.unwrap();
                 assert_eq!(r[0]["ok"], json!(PER_INVOCATION));
             }
@@ -227,9 +225,7 @@ async fn main() {
         move |i: usize| {
             let module = module.clone();
             async move {
-                let keys: Vec<String> = (0..PER_INVOCATION)
-                    .map(|j| format!("k{}", (i * PER_INVOCATION + j) % 1000))
-                    .collect();
+                let keys: Vec<String> = batch(i).map(key).collect();
                 let (r, _) = module.invoke("kv-get-many", &[json!(keys)]).await.unwrap();
                 assert_eq!(r[0]["ok"], json!(PER_INVOCATION));
             }
@@ -242,12 +238,12 @@ async fn main() {
     );
     println!("|---|---|---|---|");
     if wanted("postgres") {
-        let (n, g, r) =
+        let result =
             common::rounds(ROUNDS, CALLS, concurrency, native_sql.clone(), guest_sql).await;
-        println!("| PostgreSQL point SELECT by PK | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+        row("PostgreSQL point SELECT by PK", result, 1);
     }
     if wanted("postgres-wrapper") {
-        let (n, w, r) = common::rounds(
+        let result = common::rounds(
             ROUNDS,
             CALLS,
             concurrency,
@@ -255,33 +251,30 @@ async fn main() {
             native_wrapped_sql,
         )
         .await;
-        println!(
-            "| PostgreSQL point SELECT, native in a read-only wrapper (no guest) | {n:.0}/s | {w:.0}/s | {r:.2}× |"
+        row(
+            "PostgreSQL point SELECT, native in a read-only wrapper (no guest)",
+            result,
+            1,
         );
     }
     if wanted("redis") {
-        let (n, g, r) = common::rounds(ROUNDS, CALLS, concurrency, native_kv, guest_kv).await;
-        println!("| Redis GET | {n:.0}/s | {g:.0}/s | {r:.2}× |");
+        let result = common::rounds(ROUNDS, CALLS, concurrency, native_kv, guest_kv).await;
+        row("Redis GET", result, 1);
     }
     // Same number of statements and GETs, PER_INVOCATION of them per call.
     let many = CALLS / PER_INVOCATION;
-    let per_op = PER_INVOCATION as f64;
     if wanted("postgres-many") {
-        let (n, g, r) =
+        let result =
             common::rounds(ROUNDS, many, concurrency, native_sql_many, guest_sql_many).await;
-        println!(
-            "| PostgreSQL point SELECT, {PER_INVOCATION} per invocation | {:.0}/s | {:.0}/s | {r:.2}× |",
-            n * per_op,
-            g * per_op
-        );
+        let label = format!("PostgreSQL point SELECT, {PER_INVOCATION} per invocation");
+        row(&label, result, PER_INVOCATION);
     }
     if wanted("redis-many") {
-        let (n, g, r) =
-            common::rounds(ROUNDS, many, concurrency, native_kv_many, guest_kv_many).await;
-        println!(
-            "| Redis GET, {PER_INVOCATION} per invocation | {:.0}/s | {:.0}/s | {r:.2}× |",
-            n * per_op,
-            g * per_op
+        let result = common::rounds(ROUNDS, many, concurrency, native_kv_many, guest_kv_many).await;
+        row(
+            &format!("Redis GET, {PER_INVOCATION} per invocation"),
+            result,
+            PER_INVOCATION,
         );
     }
 
@@ -289,13 +282,15 @@ async fn main() {
         .execute(&pool)
         .await
         .unwrap();
-    let keys: Vec<String> = (0..1000).map(|i| format!("warden-bench:k{i}")).collect();
+    let keys: Vec<String> = (0..ROWS)
+        .map(|i| format!("warden-bench:{}", key(i)))
+        .collect();
     let _: () = conn.del(keys).await.unwrap();
 }
 
 async fn native_select(pool: &sqlx::PgPool, i: usize) {
     let (name,): (String,) = sqlx::query_as("SELECT name FROM warden_bench WHERE id = $1")
-        .bind((i % 1000 + 1) as i64)
+        .bind(row_id(i))
         .fetch_one(pool)
         .await
         .unwrap();
@@ -303,9 +298,27 @@ async fn native_select(pool: &sqlx::PgPool, i: usize) {
 }
 
 async fn native_get(conn: &mut redis::aio::ConnectionManager, i: usize) {
-    let v: String = conn
-        .get(format!("warden-bench:k{}", i % 1000))
-        .await
-        .unwrap();
+    let v: String = conn.get(format!("warden-bench:{}", key(i))).await.unwrap();
     assert!(v.starts_with("value-"));
+}
+
+/// The fixture row call `i` reads.
+fn row_id(i: usize) -> i64 {
+    (i % ROWS + 1) as i64
+}
+
+/// The key call `i` reads, as the guest names it (the grant adds the prefix).
+fn key(i: usize) -> String {
+    format!("k{}", i % ROWS)
+}
+
+/// The calls benchmark call `i` makes in a `-many` row.
+fn batch(i: usize) -> std::ops::Range<usize> {
+    i * PER_INVOCATION..(i + 1) * PER_INVOCATION
+}
+
+/// One table row; `per_call` scales calls/s to statements or GETs per second.
+fn row(label: &str, (native, guest, ratio): (f64, f64, f64), per_call: usize) {
+    let (n, g) = (native * per_call as f64, guest * per_call as f64);
+    println!("| {label} | {n:.0}/s | {g:.0}/s | {ratio:.2}× |");
 }
