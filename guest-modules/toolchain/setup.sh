@@ -107,7 +107,7 @@ main() {
   install_just
   if has_rustup_wasip2; then
     log "using rustup's wasm32-wasip2 target"
-  elif [ "${WARDEN_TRY_RUSTUP_TARGET:-0}" = 1 ] && timeout 60 rustup target add wasm32-wasip2; then
+  elif [ "${WARDEN_TRY_RUSTUP_TARGET:-1}" = 1 ] && timeout 120 rustup target add wasm32-wasip2; then
     log "installed rustup's wasm32-wasip2 target"
   else
     install_rustweb

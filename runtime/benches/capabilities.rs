@@ -26,7 +26,12 @@ use warden_sql::{SqlBackendConfig, SqlBackends};
 
 mod common;
 
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+// The least-privilege roles of tests/services.sh: writer for the fixture
+// and the native rows, reader for the guests' read-only grants.
+const PG_URL: &str = "postgres://warden_rw@127.0.0.1:5432/test";
+const PG_RO_URL: &str = "postgres://warden_ro@127.0.0.1:5432/test";
+const MY_URL: &str = "mysql://warden_rw@127.0.0.1:3306/test";
+const MY_RO_URL: &str = "mysql://warden_ro@127.0.0.1:3306/test";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
 const CALLS: usize = 8_000;
@@ -36,11 +41,13 @@ const PER_INVOCATION: usize = 50;
 /// Fixture rows and keys; call `i` reads row/key `i % ROWS`.
 const ROWS: usize = 1000;
 
+/// The lookup guest with its `db` grant on SQL backend `backend`.
 fn load(
     engine: &WardenEngine,
     sql: &SqlBackends,
     kv: &KvBackends,
     concurrency: usize,
+    (backend, placeholder): (&str, &str),
 ) -> LoadedModule {
     let linker = build_linker(engine).unwrap();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,7 +56,8 @@ fn load(
         .unwrap_or_else(|e| panic!("{}: {e} (run `just build-guests`)", path.display()));
     let manifest = Manifest::parse(&format!(
         "[module]\nname = \"lookup\"\nversion = \"0.1.0\"\n[limits]\nmax-instances = {concurrency}\n\
-         [grants.sql.db]\nbackend = \"pg\"\nmax-connections = {POOL}\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-bench:\"\n"
+         [grants.sql.db]\nbackend = \"{backend}\"\nmax-connections = {POOL}\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-bench:\"\n\
+         [config]\nplaceholder = \"{placeholder}\"\n"
     ))
     .unwrap();
     let cx = LoadContext {
@@ -82,13 +90,15 @@ async fn main() {
         ..EngineOptions::default()
     })
     .unwrap();
-    let sql = SqlBackends::new(&BTreeMap::from([(
-        "pg".to_string(),
-        SqlBackendConfig {
-            url: PG_URL.into(),
-            max_connections: POOL,
-        },
-    )]))
+    let backend = |url: &str, read_only_url: &str| SqlBackendConfig {
+        read_only_url: Some(read_only_url.into()),
+        max_connections: POOL,
+        ..SqlBackendConfig::new(url)
+    };
+    let sql = SqlBackends::new(&BTreeMap::from([
+        ("pg".to_string(), backend(PG_URL, PG_RO_URL)),
+        ("my".to_string(), backend(MY_URL, MY_RO_URL)),
+    ]))
     .unwrap();
     let kv = KvBackends::new(&BTreeMap::from([(
         "redis".to_string(),
@@ -97,7 +107,8 @@ async fn main() {
         },
     )]))
     .unwrap();
-    let module = Arc::new(load(&engine, &sql, &kv, concurrency));
+    let module = Arc::new(load(&engine, &sql, &kv, concurrency, ("pg", "$1")));
+    let my_module = Arc::new(load(&engine, &sql, &kv, concurrency, ("my", "?")));
 
     // Fixture data, written natively.
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -114,6 +125,20 @@ async fn main() {
         .execute(&pool)
         .await
         .unwrap();
+    let my_pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(POOL)
+        .connect(MY_URL)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS warden_bench; \
+         CREATE TABLE warden_bench (id BIGINT PRIMARY KEY, name VARCHAR(64) NOT NULL); \
+         INSERT INTO warden_bench WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g \
+         WHERE n < 1000) SELECT n, CONCAT('name-', n) FROM g",
+    )
+    .execute(&my_pool)
+    .await
+    .unwrap();
     let redis = redis::Client::open(REDIS_URL).unwrap();
     let mut conn = redis::aio::ConnectionManager::new(redis.clone())
         .await
@@ -151,7 +176,7 @@ async fn main() {
             let pool = pool.clone();
             async move {
                 let mut c = pool.acquire().await.unwrap();
-                sqlx::raw_sql("BEGIN READ ONLY; SET LOCAL statement_timeout = 5000; SELECT 1")
+                sqlx::raw_sql("BEGIN READ ONLY; SET LOCAL statement_timeout = 5000; SELECT pg_backend_pid()::int8")
                     .execute(&mut *c)
                     .await
                     .unwrap();
@@ -178,6 +203,31 @@ async fn main() {
             async move {
                 let (r, _) = module.invoke("sql-get", &[json!(row_id(i))]).await.unwrap();
                 assert!(r[0]["ok"].as_str().unwrap().starts_with("name-"));
+            }
+        }
+    };
+    let native_my = {
+        let pool = my_pool.clone();
+        move |i: usize| {
+            let pool = pool.clone();
+            async move {
+                let (name,): (String,) =
+                    sqlx::query_as("SELECT name FROM warden_bench WHERE id = ?")
+                        .bind(row_id(i))
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert!(name.starts_with("name-"));
+            }
+        }
+    };
+    let guest_my = {
+        let module = my_module.clone();
+        move |i: usize| {
+            let module = module.clone();
+            async move {
+                let (r, _) = module.invoke("sql-get", &[json!(row_id(i))]).await.unwrap();
+                assert!(r[0]["ok"].as_str().unwrap().starts_with("name-"), "{r:?}");
             }
         }
     };
@@ -257,6 +307,10 @@ async fn main() {
             1,
         );
     }
+    if wanted("mariadb") {
+        let result = common::rounds(ROUNDS, CALLS, concurrency, native_my, guest_my).await;
+        row("MariaDB point SELECT by PK", result, 1);
+    }
     if wanted("redis") {
         let result = common::rounds(ROUNDS, CALLS, concurrency, native_kv, guest_kv).await;
         row("Redis GET", result, 1);
@@ -280,6 +334,10 @@ async fn main() {
 
     sqlx::raw_sql("DROP TABLE warden_bench")
         .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE warden_bench")
+        .execute(&my_pool)
         .await
         .unwrap();
     let keys: Vec<String> = (0..ROWS)

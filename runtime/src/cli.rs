@@ -195,7 +195,11 @@ async fn run(
     config: Option<&Path>,
     action: Action,
 ) -> Result<(), Failure> {
-    let (module, audit, _engine) = load(component, manifest, config)?;
+    let (module, audit, _engine, backends) = load(component, manifest, config)?;
+    backends.sql.verify().await.map_err(|e| Failure {
+        module: module.name().to_string(),
+        message: format!("invalid host config: {e}"),
+    })?;
     // A guest failing right after a denial failed because of the policy: say so.
     let fail = |err: RunError| {
         let denial = audit
@@ -254,7 +258,7 @@ async fn run(
 }
 
 fn check(component: &Path, manifest: &Path) -> Result<(), Failure> {
-    let (module, _, _engine) = load(component, Some(manifest), None)?;
+    let (module, _, _engine, _) = load(component, Some(manifest), None)?;
     let shape = module.shape();
     println!(
         "{}: ok: version {}, sha256 {}, exports [{}], {} imports within its grants",
@@ -271,7 +275,7 @@ fn load(
     component: &Path,
     manifest: Option<&Path>,
     config: Option<&Path>,
-) -> Result<(LoadedModule, MemoryAudit, WardenEngine), Failure> {
+) -> Result<(LoadedModule, MemoryAudit, WardenEngine, Backends), Failure> {
     let manifest_path = manifest.map(Path::to_path_buf).unwrap_or_else(|| {
         component
             .parent()
@@ -333,5 +337,5 @@ fn load(
         events: Arc::new(warden_events::NoBus),
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
-    Ok((module, audit, engine))
+    Ok((module, audit, engine, backends))
 }

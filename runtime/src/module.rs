@@ -370,7 +370,11 @@ impl LoadedModule {
             config: self.config.clone(),
             net: self.net.clone(),
             limiter: Limiter::new(&self.limits),
-            sql: SqlCtx::new(self.sql.clone(), self.limits.max_output.0),
+            sql: SqlCtx::new(
+                self.sql.clone(),
+                self.limits.max_output.0,
+                self.limits.timeout,
+            ),
             kv: KvCtx::new(self.kv.clone(), self.limits.max_output.0),
             kafka: KafkaCtx::new(self.kafka.clone()),
             amqp: AmqpCtx::new(self.amqp.clone()),

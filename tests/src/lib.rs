@@ -2,6 +2,8 @@
 //! `guest-modules/build.sh`) into one shared engine, with manifests written
 //! by each test.
 
+pub mod sql;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
@@ -122,4 +124,21 @@ pub async fn hello_still_works() {
     let (module, _) = load("hello", &manifest, tmp.path()).expect("load hello");
     let out = module.run_task().await.expect("hello runs");
     assert_eq!(out.stdout, "Hello, again!\n");
+}
+
+/// The operator's PostgreSQL superuser, for checking what a test's guests
+/// did (never handed to a module).
+pub async fn admin_postgres() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .expect("admin connection to PostgreSQL")
+}
+
+/// The operator's MariaDB root, for checking what a test's guests did.
+pub async fn admin_mysql() -> sqlx::MySqlConnection {
+    use sqlx::Connection;
+    sqlx::MySqlConnection::connect("mysql://root@127.0.0.1:3306/test")
+        .await
+        .expect("admin connection to MariaDB")
 }

@@ -3,159 +3,12 @@
 //! grant refused by the database or the host.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use warden_capability::AuditKind;
 use warden_runtime::RunError;
 use warden_sql::{SqlBackendConfig, SqlBackends};
+use warden_tests::sql::{ALL, Backend, Fixture, failed};
 use warden_tests::{guest_bytes, load_with_sql, manifest_header};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Postgres,
-    MariaDb,
-    Sqlite,
-}
-
-const ALL: [Backend; 3] = [Backend::Postgres, Backend::MariaDb, Backend::Sqlite];
-
-struct Fixture {
-    db: Backend,
-    dir: tempfile::TempDir,
-    backends: SqlBackends,
-    table: String,
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-impl Fixture {
-    /// A backend `db` and a fresh table name for this test.
-    fn new(db: Backend) -> Fixture {
-        Fixture::with_pool(db, 8)
-    }
-
-    fn with_pool(db: Backend, pool_size: u32) -> Fixture {
-        Fixture::with_url_query(db, pool_size, "")
-    }
-
-    /// `query` is appended to the backend URL (`?application_name=…`).
-    fn with_url_query(db: Backend, pool_size: u32, query: &str) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let url = match db {
-            Backend::Postgres => format!("postgres://postgres@127.0.0.1:5432/test{query}"),
-            Backend::MariaDb => format!("mysql://root@127.0.0.1:3306/test{query}"),
-            Backend::Sqlite => format!("sqlite://{}/test.db{query}", dir.path().display()),
-        };
-        let configs = BTreeMap::from([(
-            "db".to_string(),
-            SqlBackendConfig {
-                url,
-                max_connections: pool_size,
-            },
-        )]);
-        let table = format!(
-            "warden_t{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        Fixture {
-            db,
-            backends: SqlBackends::new(&configs).unwrap(),
-            dir,
-            table,
-        }
-    }
-
-    /// Runs sql-probe with grant `main` = `grant` (TOML inline table fields)
-    /// and `config` lines; returns what it printed or the error.
-    async fn probe(&self, grant: &str, config: &str) -> Result<String, RunError> {
-        self.probe_audited(grant, config).await.0
-    }
-
-    async fn probe_audited(
-        &self,
-        grant: &str,
-        config: &str,
-    ) -> (Result<String, RunError>, Vec<warden_capability::AuditEvent>) {
-        let manifest = format!(
-            "{}[limits]\ntimeout = \"10s\"\n[grants.sql.main]\nbackend = \"db\"\n{grant}\n[config]\ngrant = \"main\"\n{config}\n",
-            manifest_header("sql-probe")
-        );
-        let (module, audit) = load_with_sql(
-            &guest_bytes("sql-probe"),
-            &manifest,
-            self.dir.path(),
-            &self.backends,
-        )
-        .expect("load");
-        let result = module.run_task().await.map(|o| o.stdout);
-        (result, audit.events())
-    }
-
-    async fn rw(&self, op: &str, sql: &str, params: &str) -> Result<String, RunError> {
-        self.probe(
-            "access = \"read-write\"",
-            &format!("op = \"{op}\"\nsql = '''{sql}'''\nparams = '''{params}'''"),
-        )
-        .await
-    }
-
-    async fn create(&self, columns: &str) {
-        self.execute(&format!("CREATE TABLE {} ({columns})", self.table))
-            .await;
-    }
-
-    /// A read-write statement without parameters that must succeed.
-    async fn execute(&self, sql: &str) {
-        self.rw("execute", sql, "[]")
-            .await
-            .unwrap_or_else(|e| panic!("{:?}: {sql}: {e}", self.db));
-    }
-
-    /// `$1, $2` on PostgreSQL, `?, ?` elsewhere.
-    fn placeholders(&self, n: usize) -> String {
-        let one = |i: usize| {
-            if self.db == Backend::Postgres {
-                format!("${i}")
-            } else {
-                "?".into()
-            }
-        };
-        (1..=n).map(one).collect::<Vec<_>>().join(", ")
-    }
-
-    async fn count(&self) -> String {
-        let out = self
-            .rw(
-                "query",
-                &format!("SELECT COUNT(*) AS n FROM {}", self.table),
-                "[]",
-            )
-            .await
-            .unwrap();
-        out.lines().nth(1).unwrap().to_string()
-    }
-}
-
-impl Fixture {
-    /// Drops the test's table (a failed test leaves it behind, uniquely named).
-    async fn finish(self) {
-        let _ = self
-            .rw(
-                "execute",
-                &format!("DROP TABLE IF EXISTS {}", self.table),
-                "[]",
-            )
-            .await;
-    }
-}
-
-fn failed(result: Result<String, RunError>, what: &str) -> String {
-    match result {
-        Err(RunError::Failed(msg)) => msg,
-        other => panic!("{what}: expected the guest to get an error, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn values_round_trip_with_nulls_and_parameters() {
@@ -564,8 +417,8 @@ async fn a_dead_backend_is_unavailable_not_a_hang() {
     let configs = BTreeMap::from([(
         "db".to_string(),
         SqlBackendConfig {
-            url: "postgres://postgres@127.0.0.1:1/test".into(),
             max_connections: 2,
+            ..SqlBackendConfig::new("postgres://warden_rw@127.0.0.1:1/test")
         },
     )]);
     let backends = SqlBackends::new(&configs).unwrap();
@@ -592,21 +445,16 @@ async fn connections_the_server_closed_while_idle_are_replaced_before_guest_sql(
     let (a, b) = tokio::join!(f.probe("", ONE), f.probe("", ONE));
     assert_eq!(a.unwrap(), "one\ni32:1\n");
     assert_eq!(b.unwrap(), "one\ni32:1\n");
-    let killed = Fixture::new(Backend::Postgres)
-        .rw(
-            "query",
-            &format!(
-                "SELECT COUNT(pg_terminate_backend(pid)) AS killed FROM pg_stat_activity \
-                 WHERE application_name = '{name}'"
-            ),
-            "[]",
-        )
-        .await
-        .unwrap();
-    assert_ne!(
-        killed, "killed\ni64:0\n",
-        "the pool had no connection to kill"
-    );
+    // The operator's superuser, not a module: modules' roles cannot end
+    // sessions of other roles.
+    let killed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = '{name}'"
+    )))
+    .fetch_one(&mut warden_tests::admin_postgres().await)
+    .await
+    .unwrap();
+    assert_ne!(killed, 0, "the pool had no connection to kill");
     // Every idle connection is dead now; calls still get a live one, both a
     // plain call and a transaction.
     assert_eq!(f.probe("", ONE).await.unwrap(), "one\ni32:1\n");
@@ -753,7 +601,7 @@ async fn sqlite_pragmas_cannot_change_the_shared_connection() {
 
 #[tokio::test]
 async fn read_only_calls_leave_no_session_state_or_locks_behind() {
-    let f = Fixture::with_pool(Backend::Postgres, 1);
+    let f = Fixture::one_credential(Backend::Postgres, 1);
     // A read-only guest changes a session setting and takes a session lock …
     for sql in [
         "SELECT set_config('search_path', 'pg_catalog', false) AS s",
@@ -785,7 +633,7 @@ async fn read_only_calls_leave_no_session_state_or_locks_behind() {
 
 #[tokio::test]
 async fn mariadb_session_and_user_variables_do_not_reach_the_next_module() {
-    let f = Fixture::with_pool(Backend::MariaDb, 1);
+    let f = Fixture::one_credential(Backend::MariaDb, 1);
     for access in ["read-only", "read-write"] {
         f.probe(
             &format!("access = \"{access}\""),
@@ -817,10 +665,75 @@ async fn mariadb_session_and_user_variables_do_not_reach_the_next_module() {
 }
 
 #[tokio::test]
+async fn mariadb_connections_are_reused_with_nothing_of_the_last_module_left() {
+    let f = Fixture::one_credential(Backend::MariaDb, 1);
+    let session = || {
+        f.rw(
+            "query",
+            "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
+            "[]",
+        )
+    };
+    let first = session().await.unwrap();
+    for access in ["read-only", "read-write"] {
+        // MariaDB refuses temporary tables in read-only transactions.
+        let temp = if access == "read-write" {
+            r#"["CREATE TEMPORARY TABLE leaked_tmp (x INT)", []],"#
+        } else {
+            ""
+        };
+        let steps = format!(
+            r#"[{temp} ["SELECT GET_LOCK('warden_leaked_lock', 0) AS l", []],
+            ["SET @leaked = 'secret'", []],
+            ["SET SESSION sql_mode = 'ALLOW_INVALID_DATES'", []]]"#
+        );
+        let out = f
+            .probe(
+                &format!("access = \"{access}\""),
+                &format!("op = \"tx\"\nsteps = '''{steps}'''\nend = \"commit\""),
+            )
+            .await;
+        assert!(out.is_ok(), "{access}: {out:?}");
+        assert_eq!(
+            session().await.unwrap(),
+            first,
+            "the pooled connection was not reused"
+        );
+        let temp = f
+            .rw("query", "SELECT COUNT(*) AS n FROM leaked_tmp", "[]")
+            .await;
+        assert!(
+            failed(temp, "the temporary table").contains("doesn't exist"),
+            "{access}: the temporary table survived"
+        );
+        let left = f
+            .rw(
+                "query",
+                "SELECT CAST(COALESCE(@leaked, 'none') AS CHAR) AS v, \
+                 CAST(@@SESSION.sql_mode AS CHAR) AS m",
+                "[]",
+            )
+            .await
+            .unwrap();
+        assert!(
+            !left.contains("secret") && !left.contains("ALLOW_INVALID_DATES"),
+            "{access}: {left}"
+        );
+        let lock_held: Option<i64> =
+            sqlx::query_scalar("SELECT CAST(IS_USED_LOCK('warden_leaked_lock') AS SIGNED)")
+                .fetch_one(&mut warden_tests::admin_mysql().await)
+                .await
+                .unwrap();
+        assert_eq!(lock_held, None, "{access}: the user lock is still held");
+    }
+}
+
+#[tokio::test]
 async fn a_guest_cannot_swap_the_prepared_statements_of_a_pooled_connection() {
     // PREPARE and DEALLOCATE survive ROLLBACK, so a read-only guest could
     // replace the driver's cached statement that another module runs next.
-    let f = Fixture::with_pool(Backend::Postgres, 1);
+    // Both grants on one credential (no read-only-url): one pooled connection.
+    let f = Fixture::one_credential(Backend::Postgres, 1);
     let victim = || f.rw("query", "SELECT $1::text AS v", r#"[{"text": "genuine"}]"#);
     assert_eq!(victim().await.unwrap(), "v\ntext:genuine\n");
     let names = f
@@ -868,12 +781,8 @@ async fn a_guest_cannot_swap_the_prepared_statements_of_a_pooled_connection() {
 
 #[tokio::test]
 async fn a_role_switch_does_not_reach_the_next_user_of_a_connection() {
+    // tests/services.sh lets warden_rw switch to warden_other.
     let f = Fixture::with_pool(Backend::Postgres, 1);
-    f.execute(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_other') \
-         THEN CREATE ROLE warden_other; END IF; END $$",
-    )
-    .await;
     f.rw("execute", "SET ROLE warden_other", "[]")
         .await
         .unwrap();
@@ -881,5 +790,5 @@ async fn a_role_switch_does_not_reach_the_next_user_of_a_connection() {
         .rw("query", "SELECT current_user::text AS u", "[]")
         .await
         .unwrap();
-    assert_eq!(user, "u\ntext:postgres\n");
+    assert_eq!(user, "u\ntext:warden_rw\n");
 }

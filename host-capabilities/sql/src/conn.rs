@@ -11,22 +11,37 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Column, Executor, MySql, Postgres, Row, Sqlite, Statement};
 use warden_capability::CapabilityError;
 
-use crate::error::from_sqlx;
-use crate::pool::{Pools, SqlBackend};
-use crate::value::{RowSet, SqlValue};
+use tokio::sync::OwnedSemaphorePermit;
 
-/// Time allowed beyond `statement-timeout` before the host gives up on the
-/// database and discards the connection.
-pub(crate) const HOST_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+use crate::error::from_sqlx;
+use crate::lease::{Control, Lease};
+use crate::pool::{Credential, Pools, SqlBackend};
+use crate::value::{RowSet, SqlValue};
 
 /// What one grant allows a statement.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caps {
     pub read_only: bool,
+    /// The grant's `statement-timeout`.
     pub timeout: Duration,
+    /// When this call must be done: the statement timeout from now, or the
+    /// end of the module's own `timeout`, whichever comes first.
+    pub deadline: Instant,
+    /// Which of the two `deadline` is.
+    pub limit: (&'static str, Duration),
     pub max_rows: u32,
     /// Result bytes still allowed in this invocation.
     pub max_bytes: u64,
+}
+
+impl Caps {
+    /// The database's own timeout for a statement: the time left, at least 1 ms.
+    fn millis_left(&self) -> u128 {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .max(1)
+    }
 }
 
 pub(crate) enum Conn {
@@ -36,7 +51,9 @@ pub(crate) enum Conn {
 }
 
 impl SqlBackend {
-    async fn acquire(&self, read_only: bool) -> Result<Conn, CapabilityError> {
+    /// A connection of the credential for this access, and where its
+    /// statements can be cancelled from.
+    async fn acquire(&self, read_only: bool) -> Result<(Conn, Control), CapabilityError> {
         let (size, idle) = {
             let s = self.status();
             (s.size, s.idle)
@@ -44,16 +61,52 @@ impl SqlBackend {
         if idle == 0 && size > 0 {
             self.waits.fetch_add(1, Ordering::Relaxed);
         }
-        let conn = match &self.pools {
-            Pools::Postgres(p) => p.acquire().await.map(Conn::Postgres),
-            Pools::MySql(p) => p.acquire().await.map(Conn::MySql),
-            Pools::Sqlite { rw, ro } => if read_only { ro } else { rw }
-                .acquire()
-                .await
-                .map(Conn::Sqlite),
+        fn pick<'a, DB: sqlx::Database>(
+            rw: &'a Credential<DB>,
+            ro: &'a Option<Credential<DB>>,
+            read_only: bool,
+        ) -> &'a Credential<DB> {
+            match ro {
+                Some(ro) if read_only => ro,
+                _ => rw,
+            }
+        }
+        let (conn, check) = match &self.pools {
+            Pools::Postgres { rw, ro } => {
+                let c = pick(rw, ro, read_only);
+                if let Some(m) = c.check.recent_refusal() {
+                    return Err(self.refused(m));
+                }
+                let control = Control::Postgres(c.control.clone());
+                (
+                    c.pool.acquire().await.map(|x| (Conn::Postgres(x), control)),
+                    Some(c.check.clone()),
+                )
+            }
+            Pools::MySql { rw, ro } => {
+                let c = pick(rw, ro, read_only);
+                if let Some(m) = c.check.recent_refusal() {
+                    return Err(self.refused(m));
+                }
+                let control = Control::MySql(c.control.clone());
+                (
+                    c.pool.acquire().await.map(|x| (Conn::MySql(x), control)),
+                    Some(c.check.clone()),
+                )
+            }
+            Pools::Sqlite { rw, ro } => (
+                if read_only { ro } else { rw }
+                    .acquire()
+                    .await
+                    .map(|x| (Conn::Sqlite(x), Control::Sqlite)),
+                None,
+            ),
         };
         conn.map_err(|e| {
             self.record_error();
+            if let Some(m) = check.and_then(|c| c.recent_refusal()) {
+                return self.refused(m);
+            }
             match from_sqlx(e) {
                 CapabilityError::Backend(m) => {
                     CapabilityError::Unavailable(format!("sql backend {}: {m}", self.id))
@@ -62,19 +115,48 @@ impl SqlBackend {
             }
         })
     }
+
+    fn refused(&self, msg: String) -> CapabilityError {
+        self.record_error();
+        CapabilityError::Unavailable(format!("the host refuses this credential: {msg}"))
+    }
 }
 
 impl SqlBackend {
-    /// A connection already inside the wrapping transaction. A connection the
-    /// server closed while it sat idle in the pool fails at BEGIN, before
-    /// any guest SQL, so it is dropped and another one taken: at most one
-    /// per pooled connection, then a fresh one.
-    pub(crate) async fn acquire_begun(&self, caps: &Caps) -> Result<Conn, CapabilityError> {
+    /// A connection already inside the wrapping transaction, holding `slot`.
+    /// A connection the server closed while it sat idle in the pool fails at
+    /// BEGIN, before any guest SQL, so it is dropped and another one taken:
+    /// at most one per pooled connection, then a fresh one.
+    pub(crate) async fn acquire_begun(
+        &self,
+        caps: &Caps,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<Lease, CapabilityError> {
         let mut attempts = self.max_connections + 1;
+        let deadline = caps.deadline.into();
         loop {
-            let mut conn = self.acquire(caps.read_only).await?;
-            match tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, conn.begin(caps)).await {
-                Ok(Ok(())) => return Ok(conn),
+            let (mut conn, control) =
+                tokio::time::timeout_at(deadline, self.acquire(caps.read_only))
+                    .await
+                    .map_err(|_| {
+                        self.record_error();
+                        CapabilityError::Unavailable(format!(
+                            "sql backend {}: no connection within {:?} (its {}): the database \
+                         is unreachable or its pool is exhausted",
+                            self.id, caps.limit.1, caps.limit.0
+                        ))
+                    })??;
+            match tokio::time::timeout_at(deadline, conn.begin(caps)).await {
+                Ok(Ok(session)) => {
+                    return Ok(Lease::new(
+                        conn,
+                        session,
+                        control,
+                        caps.read_only,
+                        caps.timeout,
+                        slot,
+                    ));
+                }
                 Ok(Err(e)) => {
                     conn.discard();
                     attempts -= 1;
@@ -88,8 +170,8 @@ impl SqlBackend {
                     conn.discard();
                     self.record_error();
                     return Err(CapabilityError::Timeout(format!(
-                        "no answer from database {} to BEGIN within {:?}",
-                        self.id, caps.timeout
+                        "{}: no answer from database {} to BEGIN within {:?}",
+                        caps.limit.0, self.id, caps.limit.1
                     )));
                 }
             }
@@ -98,78 +180,95 @@ impl SqlBackend {
 }
 
 impl Conn {
-    /// Starts the wrapping transaction.
-    async fn begin(&mut self, caps: &Caps) -> Result<(), CapabilityError> {
-        let ms = caps.timeout.as_millis().max(1);
+    /// Starts the wrapping transaction in one round trip and returns the
+    /// server's id of the session (0 for SQLite), for cancelling it later.
+    /// The database's own statement timeout is set too, but only as a first
+    /// line: a guest can lift it, so the host's deadline is what holds.
+    async fn begin(&mut self, caps: &Caps) -> Result<i64, CapabilityError> {
+        let ms = caps.millis_left();
         match self {
             Conn::Postgres(c) => {
                 // The SELECT takes the snapshot: after it, `SET TRANSACTION
                 // READ WRITE` is refused by PostgreSQL itself.
-                let sql = if caps.read_only {
-                    format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SELECT 1")
+                let begin = if caps.read_only {
+                    "BEGIN READ ONLY"
                 } else {
-                    format!("BEGIN; SET LOCAL statement_timeout = {ms}")
+                    "BEGIN"
                 };
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut **c)
-                    .await
-                    .map_err(from_sqlx)?;
+                let sql = format!(
+                    "{begin}; SET LOCAL statement_timeout = {ms}; SELECT pg_backend_pid()::int8"
+                );
+                last_id(
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .fetch_all(&mut **c)
+                        .await,
+                )
             }
             Conn::MySql(c) => {
-                let secs = caps.timeout.as_secs_f64().max(0.001);
-                let mariadb = format!("SET SESSION max_statement_time = {secs:.3}");
-                if sqlx::raw_sql(sqlx::AssertSqlSafe(mariadb))
-                    .execute(&mut **c)
-                    .await
-                    .is_err()
-                {
-                    // MySQL: the same limit under its own name (SELECT only).
-                    let mysql = format!("SET SESSION max_execution_time = {ms}");
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(mysql))
-                        .execute(&mut **c)
-                        .await
-                        .map_err(from_sqlx)?;
-                }
-                if caps.read_only {
-                    // The session flag too: DDL implicitly commits, and the
-                    // statement then runs in a new transaction that must still
-                    // be read-only.
-                    sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
-                        .execute(&mut **c)
-                        .await
-                        .map_err(from_sqlx)?;
-                    sqlx::raw_sql("START TRANSACTION READ ONLY")
-                        .execute(&mut **c)
-                        .await
-                        .map_err(from_sqlx)?;
+                // The session read-only flag too: DDL implicitly commits, and
+                // the statement then runs in a new transaction that must still
+                // be read-only.
+                let start = if caps.read_only {
+                    "SET SESSION TRANSACTION READ ONLY; START TRANSACTION READ ONLY"
                 } else {
-                    sqlx::raw_sql("START TRANSACTION")
-                        .execute(&mut **c)
-                        .await
-                        .map_err(from_sqlx)?;
+                    "START TRANSACTION"
+                };
+                let secs = Duration::from_millis(ms as u64).as_secs_f64();
+                let session = crate::mysql::SESSION;
+                let mariadb = format!(
+                    "{session}; SET SESSION max_statement_time = {secs:.3}; {start}; \
+                     SELECT CAST(CONNECTION_ID() AS SIGNED)"
+                );
+                match sqlx::raw_sql(sqlx::AssertSqlSafe(mariadb))
+                    .fetch_all(&mut **c)
+                    .await
+                {
+                    Ok(rows) => last_id(Ok(rows)),
+                    // MySQL: the same limit under its own name (SELECT only).
+                    Err(_) => {
+                        let mysql = format!(
+                            "{session}; SET SESSION max_execution_time = {ms}; {start}; \
+                             SELECT CAST(CONNECTION_ID() AS SIGNED)"
+                        );
+                        last_id(
+                            sqlx::raw_sql(sqlx::AssertSqlSafe(mysql))
+                                .fetch_all(&mut **c)
+                                .await,
+                        )
+                    }
                 }
             }
             Conn::Sqlite(c) => {
-                crate::sqlite::set_deadline(c, Some(Instant::now() + caps.timeout))
+                crate::sqlite::set_deadline(c, Some(caps.deadline))
                     .await
                     .map_err(from_sqlx)?;
                 sqlx::raw_sql("BEGIN")
                     .execute(&mut **c)
                     .await
                     .map_err(from_sqlx)?;
+                Ok(0)
             }
         }
-        Ok(())
+    }
+
+    /// Before each statement: SQLite interrupts itself at `deadline` (the
+    /// other databases are cancelled by the host from outside).
+    pub(crate) async fn arm(&mut self, deadline: Instant) -> Result<(), CapabilityError> {
+        match self {
+            Conn::Sqlite(c) => crate::sqlite::set_deadline(c, Some(deadline))
+                .await
+                .map_err(from_sqlx),
+            _ => Ok(()),
+        }
     }
 
     /// Ends the wrapping transaction so the pooled connection is clean for
     /// the next module: PostgreSQL rolls back read-only transactions (which
     /// reverts their SETs) and releases session advisory locks; read-write
     /// ones also reset settings, role, temp tables, cursors and listens.
-    /// MariaDB has no reset a client can send through sqlx (no
-    /// COM_RESET_CONNECTION), and guests can leave session and user variables
-    /// behind even in read-only transactions, so its connections are closed
-    /// after use. A connection that could not be cleaned is closed too.
+    /// MySQL/MariaDB sessions are reset by the server (`COM_RESET_CONNECTION`:
+    /// variables, temporary tables, locks, prepared statements). A
+    /// connection that could not be cleaned is closed.
     pub(crate) async fn end(
         &mut self,
         commit: bool,
@@ -178,17 +277,7 @@ impl Conn {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let result = match self {
             Conn::Postgres(c) => crate::postgres::end(c, commit, read_only).await,
-            Conn::MySql(c) => {
-                c.close_on_drop();
-                let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
-                if read_only {
-                    sqlx::raw_sql("SET SESSION TRANSACTION READ WRITE")
-                        .execute(&mut **c)
-                        .await
-                        .map_err(from_sqlx)?;
-                }
-                r
-            }
+            Conn::MySql(c) => crate::mysql::end(c, commit).await,
             Conn::Sqlite(c) => {
                 let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
                 let _ = crate::sqlite::set_deadline(c, None).await;
@@ -283,15 +372,26 @@ impl Conn {
                         }
                         let mut values = Vec::with_capacity(row.len());
                         for i in 0..row.len() {
-                            let v = crate::$db::decode(&row, i).map_err(from_sqlx)?;
-                            bytes += v.size();
-                            values.push(v);
-                        }
-                        if bytes > caps.max_bytes {
-                            return Err(CapabilityError::LimitExceeded(format!(
-                                "max-output: the result is larger than the {} bytes left",
-                                caps.max_bytes
-                            )));
+                            // Measured as received, before it is copied, where
+                            // the driver lets us: a value over the cap is
+                            // refused, not decoded.
+                            let raw = crate::$db::raw_size(&row, i);
+                            bytes += raw.unwrap_or(0);
+                            let v = (bytes <= caps.max_bytes)
+                                .then(|| crate::$db::decode(&row, i).map_err(from_sqlx))
+                                .transpose()?;
+                            if let (Some(v), None) = (&v, raw) {
+                                bytes += v.size();
+                            }
+                            match v {
+                                Some(v) if bytes <= caps.max_bytes => values.push(v),
+                                _ => {
+                                    return Err(CapabilityError::LimitExceeded(format!(
+                                        "max-output: the result is larger than the {} bytes left",
+                                        caps.max_bytes
+                                    )));
+                                }
+                            }
                         }
                         out.rows.push(values);
                     }
@@ -372,4 +472,17 @@ impl Conn {
         }
         .map_err(from_sqlx)
     }
+}
+
+/// The single integer of the last row of a multi-statement batch.
+fn last_id<R: Row>(rows: Result<Vec<R>, sqlx::Error>) -> Result<i64, CapabilityError>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let rows = rows.map_err(from_sqlx)?;
+    let row = rows
+        .last()
+        .ok_or_else(|| CapabilityError::Backend("BEGIN returned no session id".into()))?;
+    row.try_get::<i64, _>(0usize).map_err(from_sqlx)
 }

@@ -1,5 +1,10 @@
 use warden_capability::CapabilityError;
 
+/// MySQL/MariaDB error numbers of refused privileges: database, user,
+/// thread ownership (`KILL`), table, column, SUPER/FILE/PROCESS-style,
+/// routine.
+const MYSQL_ACCESS_DENIED: &[u16] = &[1044, 1045, 1095, 1142, 1143, 1227, 1370];
+
 /// Maps a driver error to the guest-facing error, by SQLSTATE / vendor code
 /// so that the database's own refusals read as what they are.
 pub(crate) fn from_sqlx(err: sqlx::Error) -> CapabilityError {
@@ -7,6 +12,16 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> CapabilityError {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let msg = db.message().to_string();
+            let mysql_number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            // The database refused the credential (no superuser, no FILE, not
+            // the owner of that session, …): a denial like the host's own.
+            if code == "42501" || mysql_number.is_some_and(|n| MYSQL_ACCESS_DENIED.contains(&n)) {
+                return CapabilityError::Denied(format!(
+                    "the database does not allow this credential to: {msg}"
+                ));
+            }
             match code.as_str() {
                 // PostgreSQL read_only_sql_transaction; MySQL/MariaDB read-only
                 // transaction; SQLite SQLITE_READONLY (8) and its extended codes.

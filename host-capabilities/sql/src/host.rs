@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_capability::{AuditSink, CapabilityError};
+use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use crate::conn::{Caps, Conn, HOST_TIMEOUT_SLACK};
+use crate::conn::{Caps, Conn};
 use crate::grant::{SqlAccess, SqlGrant};
+use crate::lease::Lease;
 use crate::pool::{SqlBackend, SqlBackends};
 use crate::value::{RowSet, SqlValue};
 
@@ -97,6 +98,16 @@ impl SqlModule {
     fn deny(&self, detail: String) -> CapabilityError {
         self.audit.deny(&self.module, "sql", detail)
     }
+
+    /// A limit that stopped a statement (`statement-timeout`, `max-rows`, …).
+    fn breach(&self, rule: &str, detail: String) {
+        self.audit.record(AuditEvent {
+            module: self.module.clone(),
+            kind: AuditKind::LimitExceeded,
+            rule: rule.to_string(),
+            detail,
+        });
+    }
 }
 
 /// Per-invocation SQL state, kept in the store.
@@ -104,13 +115,20 @@ pub struct SqlCtx {
     module: Arc<SqlModule>,
     /// Result bytes the guest may still receive in this invocation.
     bytes_left: u64,
+    /// The end of the invocation (the module's `timeout`): no statement
+    /// runs past it, whatever its own timeout.
+    ends: Instant,
+    timeout: Duration,
 }
 
 impl SqlCtx {
-    pub fn new(module: Arc<SqlModule>, max_output: u64) -> Self {
+    /// State for one invocation that may run for `timeout` from now.
+    pub fn new(module: Arc<SqlModule>, max_output: u64, timeout: Duration) -> Self {
         Self {
             module,
             bytes_left: max_output,
+            ends: Instant::now() + timeout,
+            timeout,
         }
     }
 }
@@ -126,28 +144,10 @@ pub struct Prepared {
 
 /// Holds its connection and a quota slot until commit or rollback; dropped
 /// unfinished (guest drop, trap, end of invocation) it rolls back.
+/// (The lease's own drop does that.)
 pub struct Transaction {
     grant: Arc<ModuleGrant>,
-    conn: Option<Conn>,
-    slot: Option<OwnedSemaphorePermit>,
-}
-
-impl Drop for Transaction {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let read_only = self.grant.read_only;
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(async move {
-                        if conn.end(false, read_only).await.is_err() {
-                            conn.discard();
-                        }
-                    });
-                }
-                Err(_) => conn.discard(),
-            }
-        }
-    }
+    lease: Option<Lease>,
 }
 
 /// Store state that carries SQL access.
@@ -172,9 +172,17 @@ pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 impl SqlHost<'_> {
     fn caps(&self, grant: &ModuleGrant) -> Caps {
+        let statement_ends = Instant::now() + grant.timeout;
+        let (deadline, limit) = if statement_ends <= self.ctx.ends {
+            (statement_ends, ("statement-timeout", grant.timeout))
+        } else {
+            (self.ctx.ends, ("timeout", self.ctx.timeout))
+        };
         Caps {
             read_only: grant.read_only,
             timeout: grant.timeout,
+            deadline,
+            limit,
             max_rows: grant.max_rows,
             max_bytes: self.ctx.bytes_left,
         }
@@ -185,18 +193,28 @@ impl SqlHost<'_> {
         self.ctx.bytes_left = self.ctx.bytes_left.saturating_sub(used);
     }
 
+    /// Denials and limit breaches become audit events naming the grant.
     fn audited(&self, grant: &ModuleGrant, err: CapabilityError) -> CapabilityError {
-        if let CapabilityError::Denied(detail) = &err {
-            self.ctx
-                .module
-                .deny(format!("sql grant {:?}: {detail}", grant.name));
+        let module = &self.ctx.module;
+        match &err {
+            CapabilityError::Denied(detail) => {
+                module.deny(format!("sql grant {:?}: {detail}", grant.name));
+            }
+            CapabilityError::Timeout(detail) | CapabilityError::LimitExceeded(detail) => {
+                let rule = detail.split(':').next().unwrap_or("sql");
+                module.breach(rule, format!("sql grant {:?}: {detail}", grant.name));
+            }
+            _ => {}
         }
         err
     }
 }
 
-async fn take_slot(grant: &ModuleGrant) -> Result<OwnedSemaphorePermit, CapabilityError> {
-    match tokio::time::timeout(grant.timeout, grant.quota.clone().acquire_owned()).await {
+async fn take_slot(
+    grant: &ModuleGrant,
+    caps: &Caps,
+) -> Result<OwnedSemaphorePermit, CapabilityError> {
+    match tokio::time::timeout_at(caps.deadline.into(), grant.quota.clone().acquire_owned()).await {
         Ok(Ok(slot)) => Ok(slot),
         _ => Err(CapabilityError::LimitExceeded(format!(
             "max-connections: all {} connections of grant {:?} are in use by this module",
@@ -205,13 +223,10 @@ async fn take_slot(grant: &ModuleGrant) -> Result<OwnedSemaphorePermit, Capabili
     }
 }
 
-/// What a call inside a transaction resource does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TxStep {
-    /// A guest statement: re-checked against the read-only grant afterwards.
-    Statement,
-    /// Our own COMMIT or ROLLBACK.
-    Finish,
+/// A connection inside the wrapping transaction, holding a quota slot.
+async fn lease(grant: &ModuleGrant, caps: &Caps) -> Result<Lease, CapabilityError> {
+    let slot = take_slot(grant, caps).await?;
+    grant.backend.acquire_begun(caps, slot).await
 }
 
 /// One guest call in its own wrapping transaction on a fresh connection.
@@ -220,26 +235,15 @@ async fn one_shot<R>(
     caps: Caps,
     op: impl AsyncFnOnce(&mut Conn) -> Result<R, CapabilityError>,
 ) -> Result<R, CapabilityError> {
-    let _slot = take_slot(grant).await?;
-    let mut conn = grant.backend.acquire_begun(&caps).await?;
-    let result = tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, async {
-        let r = op(&mut conn).await;
-        let commit = r.is_ok() && !caps.read_only;
-        let ended = conn.end(commit, caps.read_only).await;
-        let r = r?;
-        ended.map(|()| r)
-    })
-    .await;
-    match result {
-        Ok(r) => r,
-        Err(_) => {
-            conn.discard();
-            Err(CapabilityError::Timeout(format!(
-                "statement-timeout: no answer from the database within {:?}",
-                caps.timeout
-            )))
-        }
+    let mut lease = lease(grant, &caps).await?;
+    let r = lease.run(caps.deadline, caps.limit, op).await;
+    if !lease.is_open() {
+        return r; // stopped by the host: `r` says why
     }
+    let commit = r.is_ok() && !caps.read_only;
+    let ended = lease.finish(commit, caps.deadline, caps.limit).await;
+    let r = r?;
+    ended.map(|()| r)
 }
 
 fn from_value(v: Value) -> SqlValue {
@@ -352,19 +356,13 @@ impl wit::HostConnection for SqlHost<'_> {
     async fn begin(&mut self, this: Resource<Connection>) -> WitResult<Resource<Transaction>> {
         let grant = self.table.get(&this)?.grant.clone();
         let caps = self.caps(&grant);
-        let slot = match take_slot(&grant).await {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(WitError::from(e))),
-        };
-        let conn = match grant.backend.acquire_begun(&caps).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(WitError::from(e))),
-        };
-        Ok(Ok(self.table.push(Transaction {
-            grant,
-            conn: Some(conn),
-            slot: Some(slot),
-        })?))
+        match lease(&grant, &caps).await {
+            Ok(lease) => Ok(Ok(self.table.push(Transaction {
+                grant,
+                lease: Some(lease),
+            })?)),
+            Err(e) => Ok(Err(WitError::from(self.audited(&grant, e)))),
+        }
     }
 
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
@@ -440,11 +438,10 @@ impl SqlHost<'_> {
 }
 
 impl SqlHost<'_> {
-    /// Runs `op` on the transaction's connection under the statement timeout.
+    /// Runs `op` on the transaction's connection under the host's deadline.
     async fn in_tx<R>(
         &mut self,
         this: &Resource<Transaction>,
-        step: TxStep,
         op: impl AsyncFnOnce(&mut Conn, &Caps) -> Result<R, CapabilityError>,
     ) -> wasmtime::Result<Result<R, CapabilityError>> {
         let caps = {
@@ -452,44 +449,47 @@ impl SqlHost<'_> {
             self.caps(&grant)
         };
         let tx = self.table.get_mut(this)?;
-        let Some(conn) = tx.conn.as_mut() else {
+        let Some(lease) = tx.lease.as_mut() else {
             return Ok(Err(CapabilityError::Invalid(
                 "the transaction is already finished".into(),
             )));
         };
-        let run = async {
-            let r = op(conn, &caps).await;
-            // A guest statement (not our own COMMIT/ROLLBACK) that left the
-            // read-only transaction: nothing more may run on this connection.
-            let escaped = step == TxStep::Statement
-                && caps.read_only
-                && !conn.still_read_only().await.unwrap_or(false);
-            (r, escaped)
-        };
-        let outcome = tokio::time::timeout(caps.timeout + HOST_TIMEOUT_SLACK, run).await;
-        let closed = match outcome {
-            Ok((r, false)) => return Ok(r),
-            Ok((_, true)) => CapabilityError::Denied(
+        let mut escaped = false;
+        let r = lease
+            .run(caps.deadline, caps.limit, async |conn| {
+                let r = op(conn, &caps).await;
+                // A guest statement that left the read-only transaction:
+                // nothing more may run on this connection.
+                escaped = caps.read_only && !conn.still_read_only().await.unwrap_or(false);
+                r
+            })
+            .await;
+        if escaped {
+            lease.discard();
+            tx.lease = None;
+            return Ok(Err(CapabilityError::Denied(
                 "read-only grant: the statement ended the read-only transaction; the transaction was closed".into(),
-            ),
-            Err(_) => CapabilityError::Timeout(format!(
-                "statement-timeout: no answer within {:?}; the transaction was rolled back",
-                caps.timeout
-            )),
-        };
-        if let Some(conn) = tx.conn.take() {
-            conn.discard();
+            )));
         }
-        tx.slot.take();
-        Ok(Err(closed))
+        if !lease.is_open() {
+            tx.lease = None;
+        }
+        Ok(r)
     }
 
-    /// Finished either way: the connection and the quota slot go back.
-    fn finish(&mut self, this: &Resource<Transaction>) -> wasmtime::Result<()> {
+    /// Our own COMMIT or ROLLBACK under the host's deadline; finished
+    /// either way, so the connection and the quota slot go back.
+    async fn finish(&mut self, this: &Resource<Transaction>, commit: bool) -> WitResult<()> {
+        let grant = self.tx_grant(this)?;
+        let caps = self.caps(&grant);
         let tx = self.table.get_mut(this)?;
-        tx.conn.take();
-        tx.slot.take();
-        Ok(())
+        let Some(mut lease) = tx.lease.take() else {
+            return Ok(Err(WitError::from(CapabilityError::Invalid(
+                "the transaction is already finished".into(),
+            ))));
+        };
+        let r = lease.finish(commit, caps.deadline, caps.limit).await;
+        Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
 
     async fn execute_in_tx(
@@ -500,9 +500,7 @@ impl SqlHost<'_> {
     ) -> WitResult<u64> {
         let grant = self.tx_grant(&this)?;
         let r = self
-            .in_tx(&this, TxStep::Statement, async |c, _| {
-                c.execute_all(statement, &rows).await
-            })
+            .in_tx(&this, async |c, _| c.execute_all(statement, &rows).await)
             .await?;
         Ok(r.map_err(|e| WitError::from(self.audited(&grant, e))))
     }
@@ -522,9 +520,7 @@ impl wit::HostTransaction for SqlHost<'_> {
         let grant = self.tx_grant(&this)?;
         let p = params(p);
         let r = self
-            .in_tx(&this, TxStep::Statement, async |c, caps| {
-                c.query(&statement, &p, caps).await
-            })
+            .in_tx(&this, async |c, caps| c.query(&statement, &p, caps).await)
             .await?;
         Ok(self.rows_reply(&grant, r))
     }
@@ -549,30 +545,17 @@ impl wit::HostTransaction for SqlHost<'_> {
     }
 
     async fn commit(&mut self, this: Resource<Transaction>) -> WitResult<()> {
-        let grant = self.tx_grant(&this)?;
-        let read_only = grant.read_only;
-        let r = self
-            .in_tx(&this, TxStep::Finish, async |c, _| {
-                c.end(!read_only, read_only).await
-            })
-            .await?;
-        self.finish(&this)?;
-        Ok(r.map_err(WitError::from))
+        // A read-only grant's transaction is rolled back either way.
+        let commit = !self.tx_grant(&this)?.read_only;
+        self.finish(&this, commit).await
     }
 
     async fn rollback(&mut self, this: Resource<Transaction>) -> WitResult<()> {
-        let read_only = self.tx_grant(&this)?.read_only;
-        let r = self
-            .in_tx(&this, TxStep::Finish, async |c, _| {
-                c.end(false, read_only).await
-            })
-            .await?;
-        self.finish(&this)?;
-        Ok(r.map_err(WitError::from))
+        self.finish(&this, false).await
     }
 
     async fn drop(&mut self, this: Resource<Transaction>) -> wasmtime::Result<()> {
-        // Drop of an unfinished transaction rolls back (see `Drop`).
+        // Drop of an unfinished transaction rolls back (the lease's drop).
         self.table.delete(this)?;
         Ok(())
     }

@@ -8,9 +8,11 @@ mod conn;
 mod error;
 mod grant;
 mod host;
+mod lease;
 mod mysql;
 mod pool;
 mod postgres;
+mod privileges;
 mod sqlite;
 mod value;
 

@@ -1,4 +1,5 @@
 use sqlx::mysql::{MySql, MySqlArguments, MySqlRow};
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Row, TypeInfo, ValueRef};
 
@@ -57,4 +58,31 @@ pub(crate) fn decode(row: &MySqlRow, i: usize) -> Result<SqlValue, sqlx::Error> 
         | "TIME" => SqlValue::Text(row.try_get(i)?),
         other => return Err(crate::postgres::unsupported(i, other)),
     })
+}
+
+/// Bytes of column `i` as the server sent it (what the output cap counts).
+pub(crate) fn raw_size(row: &MySqlRow, i: usize) -> Option<u64> {
+    Some(
+        row.try_get_unchecked::<Option<&[u8]>, _>(i)
+            .ok()
+            .flatten()
+            .map_or(8, |b| b.len().max(8) as u64),
+    )
+}
+
+/// The session settings sqlx makes at connect (UTC timestamps, `||` as
+/// concatenation, utf8mb4), made again after each session reset. Setting
+/// them twice changes nothing.
+pub(crate) const SESSION: &str = "SET sql_mode = (SELECT CONCAT(@@sql_mode, \
+    ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')), time_zone = '+00:00', NAMES utf8mb4";
+
+/// Commits if asked, then has the server reset the session: it rolls back
+/// what is left and drops every trace of the guest (user and session
+/// variables, temporary tables, `GET_LOCK` locks, prepared statements, the
+/// read-only session flag).
+pub(crate) async fn end(c: &mut PoolConnection<MySql>, commit: bool) -> Result<(), sqlx::Error> {
+    if commit {
+        sqlx::raw_sql("COMMIT").execute(&mut **c).await?;
+    }
+    c.reset_session().await
 }

@@ -11,13 +11,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Pool;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use crate::config::SqlBackendConfig;
+use crate::privileges::{self, PrivilegeCheck};
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long start-up waits for each credential's first connection.
+const START_CHECK: Duration = Duration::from_secs(3);
+/// Connections of a credential's control pool (cancel, watch, terminate).
+const CONTROL_CONNECTIONS: u32 = 2;
+/// A PostgreSQL backend whose client went away (a connection the host had
+/// to close) stops its statement within this, instead of running on.
+const CLIENT_CHECK_INTERVAL_MS: &str = "1000";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlKind {
@@ -26,15 +35,28 @@ pub enum SqlKind {
     Sqlite,
 }
 
+/// One database credential of a backend: the shared pool, and a small
+/// control pool on the same credential (so with no extra privilege) that
+/// cancels and watches statements of the shared pool's connections.
+pub(crate) struct Credential<DB: sqlx::Database> {
+    pub pool: Pool<DB>,
+    pub control: Pool<DB>,
+    pub check: Arc<PrivilegeCheck>,
+}
+
 pub(crate) enum Pools {
-    Postgres(PgPool),
-    MySql(MySqlPool),
+    /// `ro` is the `read-only-url` credential, if one is set.
+    Postgres {
+        rw: Credential<Postgres>,
+        ro: Option<Credential<Postgres>>,
+    },
+    MySql {
+        rw: Credential<MySql>,
+        ro: Option<Credential<MySql>>,
+    },
     /// Read-only grants use connections opened read-only: SQLite itself
     /// refuses every write, whatever PRAGMA the guest sends.
-    Sqlite {
-        rw: SqlitePool,
-        ro: SqlitePool,
-    },
+    Sqlite { rw: SqlitePool, ro: SqlitePool },
 }
 
 pub struct SqlBackend {
@@ -58,6 +80,11 @@ pub struct SqlBackendStatus {
     pub waits: u64,
     /// Failed acquisitions and backend errors.
     pub errors: u64,
+    /// Server-wide privileges that a credential has and
+    /// `allow-privileged = true` let serve modules anyway.
+    pub privileged: Vec<String>,
+    /// Why a credential is refused, if it is.
+    pub refused: Option<String>,
 }
 
 /// All SQL backends of the host.
@@ -85,65 +112,99 @@ impl SqlBackends {
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
+
+    /// Connects once with every credential, as start-up does. A credential
+    /// with server-wide privileges (and no `allow-privileged`) is an error
+    /// naming them, one line per credential; one that cannot be reached
+    /// now is only a warning: it is checked whenever it connects.
+    pub async fn verify(&self) -> Result<(), String> {
+        let mut ids: Vec<_> = self.backends.keys().collect();
+        ids.sort();
+        let mut refused = Vec::new();
+        for id in ids {
+            for (check, outcome) in self.backends[id].connect_each().await {
+                match (outcome, check.refusal()) {
+                    (_, Some(why)) => refused.push(why),
+                    (Ok(()), None) => {}
+                    (Err(e), None) => tracing::warn!(
+                        "{}: not reachable at start-up ({e}); its privileges are checked when it connects",
+                        check.label
+                    ),
+                }
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(refused.join("\n"))
+        }
+    }
+
+    /// Notices for credentials that several modules share. Sessions of
+    /// one database role can signal (`pg_terminate_backend`, `KILL`) and
+    /// observe (`pg_stat_activity`, the process list) each other, so such
+    /// modules are not isolated from each other by the database.
+    /// `uses`: (module, backend id, read-only) for every SQL grant.
+    pub fn shared_credentials(&self, uses: &[(String, String, bool)]) -> Vec<String> {
+        let mut by_credential: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        for (module, id, read_only) in uses {
+            let Some(backend) = self.backends.get(id) else {
+                continue;
+            };
+            if let Some(label) = backend.credential_label(*read_only) {
+                by_credential.entry(label).or_default().insert(module);
+            }
+        }
+        by_credential
+            .into_iter()
+            .filter(|(_, modules)| modules.len() > 1)
+            .map(|(label, modules)| {
+                format!(
+                    "{label}: modules {} share one database credential, so each can see and \
+                     end the others' sessions; give tenants their own credentials (url / \
+                     read-only-url of separate [sql.<id>] backends)",
+                    modules.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect()
+    }
 }
 
 impl SqlBackend {
     fn new(id: &str, config: &SqlBackendConfig) -> Result<Self, String> {
         let n = config.max_connections.max(1);
         let url = config.url.as_str();
-        let (kind, pools) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(n)
-                .test_before_acquire(false)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy(url)
-                .map_err(|e| format!("invalid url: {e}"))?;
-            (SqlKind::Postgres, Pools::Postgres(pool))
-        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            let url = url.replacen("mariadb://", "mysql://", 1);
-            let pool = MySqlPoolOptions::new()
-                .max_connections(n)
-                .test_before_acquire(false)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy(&url)
-                .map_err(|e| format!("invalid url: {e}"))?;
-            (SqlKind::MySql, Pools::MySql(pool))
-        } else if url.starts_with("sqlite:") {
-            let rw_opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| format!("invalid url: {e}"))?
-                .create_if_missing(true);
-            let ro_opts = rw_opts.clone().read_only(true);
-            // Read-only connections cannot create the file: make an empty
-            // database now so read-only grants work before the first write.
-            let file = rw_opts.get_filename();
-            if file != std::path::Path::new(":memory:") && !file.exists() {
-                if let Some(parent) = file.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let allow = config.allow_privileged;
+        let label = |which: &str| format!("sql.{id}{which}");
+        let (kind, pools) = if is_postgres(url) {
+            let ro = match config.read_only_url.as_deref() {
+                Some(u) if is_postgres(u) => {
+                    Some(pg_credential(label(" (read-only-url)"), u, n, allow)?)
                 }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(file)
-                    .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
-            }
-            let pool = |opts: SqliteConnectOptions| {
-                SqlitePoolOptions::new()
-                    .max_connections(n)
-                    .test_before_acquire(false)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move { crate::sqlite::harden(conn).await })
-                    })
-                    .connect_lazy_with(opts)
+                Some(_) => return Err("read-only-url must be a postgres:// URL like url".into()),
+                None => None,
             };
-            (
-                SqlKind::Sqlite,
-                Pools::Sqlite {
-                    rw: pool(rw_opts),
-                    ro: pool(ro_opts),
-                },
-            )
+            let rw = pg_credential(label(""), url, n, allow)?;
+            (SqlKind::Postgres, Pools::Postgres { rw, ro })
+        } else if is_mysql(url) {
+            let ro = match config.read_only_url.as_deref() {
+                Some(u) if is_mysql(u) => {
+                    Some(mysql_credential(label(" (read-only-url)"), u, n, allow)?)
+                }
+                Some(_) => return Err("read-only-url must be a mysql:// URL like url".into()),
+                None => None,
+            };
+            let rw = mysql_credential(label(""), url, n, allow)?;
+            (SqlKind::MySql, Pools::MySql { rw, ro })
+        } else if url.starts_with("sqlite:") {
+            if config.read_only_url.is_some() {
+                return Err(
+                    "read-only-url is for PostgreSQL and MySQL: SQLite read-only \
+                            grants already use connections opened read-only"
+                        .into(),
+                );
+            }
+            sqlite_pools(url, n)?
         } else {
             return Err(format!(
                 "unsupported url {url:?}: use postgres://, mysql:// or sqlite:"
@@ -159,15 +220,86 @@ impl SqlBackend {
         })
     }
 
-    pub fn status(&self) -> SqlBackendStatus {
-        let (size, idle) = match &self.pools {
-            Pools::Postgres(p) => (p.size(), p.num_idle() as u32),
-            Pools::MySql(p) => (p.size(), p.num_idle() as u32),
-            Pools::Sqlite { rw, ro } => (
-                rw.size() + ro.size(),
-                (rw.num_idle() + ro.num_idle()) as u32,
-            ),
+    /// The credential that grants of this access connect with (none for
+    /// SQLite, which has no sessions to signal).
+    fn credential_label(&self, read_only: bool) -> Option<String> {
+        let ro_set = match &self.pools {
+            Pools::Postgres { ro, .. } => ro.is_some(),
+            Pools::MySql { ro, .. } => ro.is_some(),
+            Pools::Sqlite { .. } => return None,
         };
+        Some(if read_only && ro_set {
+            format!("sql.{} (read-only-url)", self.id)
+        } else {
+            format!("sql.{}", self.id)
+        })
+    }
+
+    /// Takes one control connection per credential (which checks its
+    /// privileges), within a few seconds.
+    async fn connect_each(&self) -> Vec<(&PrivilegeCheck, Result<(), String>)> {
+        async fn one<DB: sqlx::Database>(
+            c: &Credential<DB>,
+        ) -> (&PrivilegeCheck, Result<(), String>) {
+            let r = match tokio::time::timeout(START_CHECK, c.control.acquire()).await {
+                Ok(Ok(_conn)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {START_CHECK:?}")),
+            };
+            (c.check.as_ref(), r)
+        }
+        let mut out = Vec::new();
+        match &self.pools {
+            Pools::Postgres { rw, ro } => {
+                out.push(one(rw).await);
+                if let Some(ro) = ro {
+                    out.push(one(ro).await);
+                }
+            }
+            Pools::MySql { rw, ro } => {
+                out.push(one(rw).await);
+                if let Some(ro) = ro {
+                    out.push(one(ro).await);
+                }
+            }
+            Pools::Sqlite { .. } => {}
+        }
+        out
+    }
+
+    /// The privilege checks of this backend's credentials.
+    pub(crate) fn checks(&self) -> Vec<&PrivilegeCheck> {
+        match &self.pools {
+            Pools::Postgres { rw, ro } => std::iter::once(rw.check.as_ref())
+                .chain(ro.iter().map(|c| c.check.as_ref()))
+                .collect(),
+            Pools::MySql { rw, ro } => std::iter::once(rw.check.as_ref())
+                .chain(ro.iter().map(|c| c.check.as_ref()))
+                .collect(),
+            Pools::Sqlite { .. } => vec![],
+        }
+    }
+
+    pub fn status(&self) -> SqlBackendStatus {
+        fn sizes<DB: sqlx::Database>(pools: &[&Pool<DB>]) -> (u32, u32) {
+            pools.iter().fold((0, 0), |(size, idle), p| {
+                (size + p.size(), idle + p.num_idle() as u32)
+            })
+        }
+        let (size, idle) = match &self.pools {
+            Pools::Postgres { rw, ro } => sizes(
+                &std::iter::once(&rw.pool)
+                    .chain(ro.as_ref().map(|c| &c.pool))
+                    .collect::<Vec<_>>(),
+            ),
+            Pools::MySql { rw, ro } => sizes(
+                &std::iter::once(&rw.pool)
+                    .chain(ro.as_ref().map(|c| &c.pool))
+                    .collect::<Vec<_>>(),
+            ),
+            Pools::Sqlite { rw, ro } => sizes(&[rw, ro]),
+        };
+        let checks = self.checks();
         SqlBackendStatus {
             id: self.id.clone(),
             kind: self.kind,
@@ -176,10 +308,113 @@ impl SqlBackend {
             in_use: size.saturating_sub(idle),
             waits: self.waits.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            privileged: checks.iter().flat_map(|c| c.privileged()).collect(),
+            refused: checks.iter().find_map(|c| c.refusal()),
         }
     }
 
     pub(crate) fn record_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+fn is_mysql(url: &str) -> bool {
+    url.starts_with("mysql://") || url.starts_with("mariadb://")
+}
+
+fn pg_credential(
+    label: String,
+    url: &str,
+    n: u32,
+    allow: bool,
+) -> Result<Credential<Postgres>, String> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| format!("invalid url: {e}"))?
+        .options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)]);
+    let check = Arc::new(PrivilegeCheck::new(label, allow));
+    let pool = |size: u32| {
+        let check = check.clone();
+        PgPoolOptions::new()
+            .max_connections(size)
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _| {
+                let check = check.clone();
+                Box::pin(async move { check.admit(privileges::postgres(conn).await?) })
+            })
+            .connect_lazy_with(options.clone())
+    };
+    Ok(Credential {
+        pool: pool(n),
+        control: pool(CONTROL_CONNECTIONS),
+        check,
+    })
+}
+
+fn mysql_credential(
+    label: String,
+    url: &str,
+    n: u32,
+    allow: bool,
+) -> Result<Credential<MySql>, String> {
+    let url = url.replacen("mariadb://", "mysql://", 1);
+    let options = MySqlConnectOptions::from_str(&url).map_err(|e| format!("invalid url: {e}"))?;
+    let check = Arc::new(PrivilegeCheck::new(label, allow));
+    let pool = |size: u32| {
+        let check = check.clone();
+        MySqlPoolOptions::new()
+            .max_connections(size)
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _| {
+                let check = check.clone();
+                Box::pin(async move { check.admit(privileges::mysql(conn).await?) })
+            })
+            .connect_lazy_with(options.clone())
+    };
+    Ok(Credential {
+        pool: pool(n),
+        control: pool(CONTROL_CONNECTIONS),
+        check,
+    })
+}
+
+fn sqlite_pools(url: &str, n: u32) -> Result<(SqlKind, Pools), String> {
+    let rw_opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| format!("invalid url: {e}"))?
+        .create_if_missing(true);
+    let ro_opts = rw_opts.clone().read_only(true);
+    // Read-only connections cannot create the file: make an empty
+    // database now so read-only grants work before the first write.
+    let file = rw_opts.get_filename();
+    if file != std::path::Path::new(":memory:") && !file.exists() {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    }
+    let pool = |opts: SqliteConnectOptions| {
+        SqlitePoolOptions::new()
+            .max_connections(n)
+            .test_before_acquire(false)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { crate::sqlite::harden(conn).await }))
+            .connect_lazy_with(opts)
+    };
+    Ok((
+        SqlKind::Sqlite,
+        Pools::Sqlite {
+            rw: pool(rw_opts),
+            ro: pool(ro_opts),
+        },
+    ))
 }

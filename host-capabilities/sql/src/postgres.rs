@@ -126,3 +126,9 @@ pub(crate) async fn end(
     }
     Ok(())
 }
+
+/// Bytes of column `i` as the server sent it (what the output cap counts).
+pub(crate) fn raw_size(row: &PgRow, i: usize) -> Option<u64> {
+    let raw = row.try_get_raw(i).ok()?;
+    Some(raw.as_bytes().map_or(8, |b| b.len().max(8) as u64))
+}

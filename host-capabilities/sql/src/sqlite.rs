@@ -132,3 +132,9 @@ pub(crate) fn decode(row: &SqliteRow, i: usize) -> Result<SqlValue, sqlx::Error>
         _ => SqlValue::Text(row.try_get(i)?),
     })
 }
+
+/// SQLite values are measured once decoded: asking for a blob's bytes
+/// converts the value in place.
+pub(crate) fn raw_size(_: &SqliteRow, _: usize) -> Option<u64> {
+    None
+}

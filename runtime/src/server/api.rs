@@ -331,7 +331,8 @@ async fn backends(State(api): Shared) -> Json<Value> {
         .into_iter()
         .map(|s| {
             json!({"id": s.id, "kind": format!("{:?}", s.kind).to_lowercase(), "size": s.size,
-                   "idle": s.idle, "in_use": s.in_use, "waits": s.waits, "errors": s.errors})
+                   "idle": s.idle, "in_use": s.in_use, "waits": s.waits, "errors": s.errors,
+                   "privileged": s.privileged, "refused": s.refused})
         })
         .collect();
     let kv: Vec<Value> = api

@@ -56,6 +56,8 @@ impl AuditLog {
         tracing::info!(target: "warden::audit", module = %event.module, version = ?event.version, kind = %event.kind, rule = %event.rule, "{}", event.detail);
         if event.kind == AuditKind::Denied.to_string() {
             self.metrics.denial(&event.module, &event.rule);
+        } else if event.kind == AuditKind::LimitExceeded.to_string() {
+            self.metrics.limit_breach(&event.module, &event.rule);
         }
         if self.tx.try_send(Entry::Event(event)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

@@ -23,6 +23,9 @@ struct Inner {
     durations: BTreeMap<String, Histogram>,
     /// (module, rule) → count
     denials: BTreeMap<(String, String), u64>,
+    /// (module, limit) → count: limits that stopped a host call (a
+    /// cancelled statement, a result cap), whether or not the guest failed.
+    limit_breaches: BTreeMap<(String, String), u64>,
 }
 
 #[derive(Default)]
@@ -67,6 +70,13 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    pub fn limit_breach(&self, module: &str, limit: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *m.limit_breaches
+            .entry((module.to_string(), limit.to_string()))
+            .or_default() += 1;
+    }
+
     /// The counters plus `gauges` (name, labels, value) measured by the caller.
     pub fn render(&self, gauges: &[(&str, String, f64)]) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +114,15 @@ impl Metrics {
                 "warden_denials_total{{module=\"{}\",rule=\"{}\"}} {n}",
                 escape(module),
                 escape(rule)
+            );
+        }
+        out.push_str("# TYPE warden_limit_breaches_total counter\n");
+        for ((module, limit), n) in &m.limit_breaches {
+            let _ = writeln!(
+                out,
+                "warden_limit_breaches_total{{module=\"{}\",limit=\"{}\"}} {n}",
+                escape(module),
+                escape(limit)
             );
         }
         let mut last = "";

@@ -49,8 +49,8 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         .sql
         .entry("local".into())
         .or_insert_with(|| SqlBackendConfig {
-            url: format!("sqlite://{}", data_dir.join("local.db").display()),
             max_connections: 4,
+            ..SqlBackendConfig::new(format!("sqlite://{}", data_dir.join("local.db").display()))
         });
 
     let (tokens, token_note) = if config.server.tokens.is_empty() {
@@ -72,10 +72,17 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     })
     .map_err(|e| format!("engine: {e:#}"))?;
     let linker = build_linker(&engine).map_err(|e| format!("linker: {e:#}"))?;
+    let backends = Backends::new(&config)?;
+    // A privileged database credential is refused before any module runs.
+    backends
+        .sql
+        .verify()
+        .await
+        .map_err(|e| format!("invalid host config: {e}"))?;
     let host = Host {
         engine,
         linker,
-        backends: Backends::new(&config)?,
+        backends,
         files,
     };
     // In the background: a broker that is slow or down must not hold up the
@@ -105,6 +112,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let started = std::time::Instant::now();
     node.reconcile_all().await.map_err(|e| e.to_string())?;
     node.consumers.reconcile(&node);
+    report_shared_credentials(&node);
     let loaded = node
         .deployments
         .all()
@@ -151,6 +159,31 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     // What the last requests recorded must reach the registry.
     node.audit.flush().await;
     a.and(i).map_err(|e| format!("server: {e}"))
+}
+
+/// Warns about SQL credentials that several loaded modules share: the
+/// database does not isolate their sessions from each other.
+fn report_shared_credentials(node: &Node) {
+    let uses: Vec<_> = node
+        .deployments
+        .all()
+        .iter()
+        .filter_map(|d| d.current())
+        .flat_map(|v| {
+            let m = v.module.manifest();
+            m.grants
+                .sql
+                .values()
+                .map(|g| {
+                    let read_only = g.access == warden_sql::SqlAccess::ReadOnly;
+                    (m.module.name.clone(), g.backend.clone(), read_only)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for notice in node.host.backends.sql.shared_credentials(&uses) {
+        tracing::warn!("{notice}");
+    }
 }
 
 async fn sync_loop(node: Arc<Node>) {

@@ -50,9 +50,11 @@ impl exports::warden_bench::lookup::lookup::Guest for Lookup {
 
 /// One statement per id: each is its own host call and its own wrapper.
 fn name_by_id(db: &Connection, id: i64) -> Result<String, String> {
+    // `$1` on PostgreSQL, `?` on MySQL/MariaDB (`[config] placeholder`).
+    let placeholder = warden_sdk::config::get("placeholder")?.unwrap_or_else(|| "$1".into());
     let rows = db
         .query(
-            "SELECT name FROM warden_bench WHERE id = $1",
+            &format!("SELECT name FROM warden_bench WHERE id = {placeholder}"),
             &[Value::Int64(id)],
         )
         .map_err(|e| format!("{e:?}"))?;
