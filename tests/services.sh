@@ -43,9 +43,10 @@ ensure_kafka() {
 # logins above are only for this set-up; modules, tests and the demo connect
 # as these. warden_rw: read-write in database `test`; warden_ro: read only;
 # warden_tenant_b: a second tenant's own credential; warden_other: a role
-# warden_rw may SET ROLE to (the role-reset test).
+# warden_rw may SET ROLE to (the role-reset test); warden_ctl: the host's
+# control-url role, which stops the others' statements.
 pg_roles() {
-  local psql=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
+  local psql=(env PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
   "${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
     || "${psql[@]}" -d postgres -c "CREATE DATABASE test" || return 1
   "${psql[@]}" -d test <<'SQL' || return 1
@@ -54,8 +55,12 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_ro') THEN CREATE ROLE warden_ro LOGIN; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_tenant_b') THEN CREATE ROLE warden_tenant_b LOGIN; END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_other') THEN CREATE ROLE warden_other NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'warden_ctl') THEN CREATE ROLE warden_ctl LOGIN; END IF;
 END $$;
 GRANT warden_other TO warden_rw;
+-- The host's control-url role: it may cancel and end the modules' sessions,
+-- and they may not signal it (membership goes one way).
+GRANT warden_rw, warden_ro, warden_tenant_b TO warden_ctl;
 GRANT USAGE, CREATE ON SCHEMA public TO warden_rw, warden_tenant_b;
 GRANT USAGE ON SCHEMA public TO warden_ro;
 ALTER DEFAULT PRIVILEGES FOR ROLE warden_rw IN SCHEMA public GRANT SELECT ON TABLES TO warden_ro;
@@ -73,6 +78,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, CREATE TEMPORA
   ON test.* TO 'warden_rw'@'127.0.0.1', 'warden_rw'@'localhost',
   'warden_tenant_b'@'127.0.0.1', 'warden_tenant_b'@'localhost';
 GRANT SELECT, SHOW VIEW ON test.* TO 'warden_ro'@'127.0.0.1', 'warden_ro'@'localhost';
+CREATE ROLE IF NOT EXISTS warden_mrole;
+GRANT warden_mrole TO 'warden_rw'@'127.0.0.1', 'warden_rw'@'localhost';
+CREATE USER IF NOT EXISTS 'warden_ctl'@'127.0.0.1', 'warden_ctl'@'localhost';
+GRANT PROCESS, CONNECTION ADMIN ON *.* TO 'warden_ctl'@'127.0.0.1', 'warden_ctl'@'localhost';
 SQL
 }
 

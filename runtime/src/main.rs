@@ -7,9 +7,12 @@ use warden_runtime::cli::{Cli, Command, execute};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server reports what it does; one-shot commands stay quiet.
+    // sqlx's pool logs a refused connection (a privileged credential) once
+    // per retry, and the host reports it once, naming the backend. Database
+    // notices are a guest's own text (RAISE WARNING in a loop): never logged.
     let default = match cli.command {
-        Command::Serve { .. } => "info",
-        _ => "warn",
+        Command::Serve { .. } => "info,sqlx_core::pool=off,sqlx::postgres::notice=off",
+        _ => "warn,sqlx_core::pool=off,sqlx::postgres::notice=off",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -134,6 +134,50 @@ fn a_denial_names_the_rule() {
 }
 
 #[test]
+fn a_privileged_database_credential_is_refused_before_the_module_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = manifest_file(
+        tmp.path(),
+        "[module]\nname = \"sql-probe\"\nversion = \"0.1.0\"\n[grants.sql.main]\nbackend = \"db\"\n\
+         [config]\ngrant = \"main\"\nop = \"query\"\nsql = \"SELECT 1 AS one\"\n",
+    );
+    let host = |extra: &str| {
+        let path = tmp.path().join("host.toml");
+        std::fs::write(
+            &path,
+            format!("[sql.db]\nurl = \"postgres://postgres@127.0.0.1:5432/test\"\n{extra}"),
+        )
+        .unwrap();
+        path
+    };
+    let probe = guest("sql-probe");
+    let run = |config: &Path| {
+        warden(&[
+            "run",
+            probe.to_str().unwrap(),
+            "--manifest",
+            m.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let line = one_error_line(&run(&host("")));
+    assert!(
+        line.starts_with("sql-probe: invalid host config: sql.db: the credential has SUPERUSER")
+            && line.contains("allow-privileged = true"),
+        "{line}"
+    );
+    // Opted in: it runs, with a warning that names what the credential may do.
+    let out = run(&host("allow-privileged = true\n"));
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PRIVILEGED credential (SUPERUSER"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_rejects_imports_the_manifest_does_not_grant() {
     let tmp = tempfile::tempdir().unwrap();
     let m = manifest_file(

@@ -37,6 +37,15 @@ pub fn least_privilege(db: Backend, role: &str, query: &str) -> String {
     }
 }
 
+/// The host's control-url role of `tests/services.sh` (on MariaDB it has no
+/// database of its own: it only watches and ends sessions).
+pub fn control_url(db: Backend) -> String {
+    match db {
+        Backend::MariaDb => "mysql://warden_ctl@127.0.0.1:3306".into(),
+        _ => least_privilege(db, "warden_ctl", ""),
+    }
+}
+
 impl Fixture {
     /// A backend `db` and a fresh table name for this test.
     pub fn new(db: Backend) -> Fixture {
@@ -50,25 +59,19 @@ impl Fixture {
     /// `query` is appended to the backend URL (`?application_name=…`).
     pub fn with_url_query(db: Backend, pool_size: u32, query: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let (url, read_only_url) = match db {
-            Backend::Postgres | Backend::MariaDb => (
-                least_privilege(db, "warden_rw", query),
-                Some(least_privilege(db, "warden_ro", query)),
-            ),
-            Backend::Sqlite => (
-                format!("sqlite://{}/test.db{query}", dir.path().display()),
-                None,
-            ),
-        };
-        Fixture::with_config(
-            db,
-            dir,
-            SqlBackendConfig {
-                read_only_url,
+        let config = match db {
+            Backend::Postgres | Backend::MariaDb => SqlBackendConfig {
+                read_only_url: Some(least_privilege(db, "warden_ro", query)),
+                control_url: Some(control_url(db)),
                 max_connections: pool_size,
-                ..SqlBackendConfig::new(url)
+                ..SqlBackendConfig::new(least_privilege(db, "warden_rw", query))
             },
-        )
+            Backend::Sqlite => SqlBackendConfig {
+                max_connections: pool_size,
+                ..SqlBackendConfig::new(format!("sqlite://{}/test.db{query}", dir.path().display()))
+            },
+        };
+        Fixture::with_config(db, dir, config)
     }
 
     /// Read-only and read-write grants on one credential (no
@@ -79,6 +82,7 @@ impl Fixture {
             db,
             tempfile::tempdir().unwrap(),
             SqlBackendConfig {
+                control_url: Some(control_url(db)),
                 max_connections: pool_size,
                 ..SqlBackendConfig::new(least_privilege(db, "warden_rw", ""))
             },

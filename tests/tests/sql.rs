@@ -277,7 +277,7 @@ async fn statement_timeout_is_enforced_by_the_database() {
                 &format!("op = \"query\"\nsql = '''{slow}'''"),
             )
             .await;
-        let msg = failed(out, "slow statement");
+        let msg = failed(out, &format!("slow statement {db:?}"));
         assert!(
             msg.starts_with("timeout: statement-timeout"),
             "{db:?}: {msg}"
@@ -685,7 +685,9 @@ async fn mariadb_connections_are_reused_with_nothing_of_the_last_module_left() {
         let steps = format!(
             r#"[{temp} ["SELECT GET_LOCK('warden_leaked_lock', 0) AS l", []],
             ["SET @leaked = 'secret'", []],
-            ["SET SESSION sql_mode = 'ALLOW_INVALID_DATES'", []]]"#
+            ["SET SESSION sql_mode = 'ALLOW_INVALID_DATES'", []],
+            ["SET ROLE warden_mrole", []],
+            ["USE information_schema", []]]"#
         );
         let out = f
             .probe(
@@ -710,7 +712,9 @@ async fn mariadb_connections_are_reused_with_nothing_of_the_last_module_left() {
             .rw(
                 "query",
                 "SELECT CAST(COALESCE(@leaked, 'none') AS CHAR) AS v, \
-                 CAST(@@SESSION.sql_mode AS CHAR) AS m",
+                 CAST(@@SESSION.sql_mode AS CHAR) AS m, \
+                 CAST(COALESCE(CURRENT_ROLE(), 'none') AS CHAR) AS r, \
+                 CAST(DATABASE() AS CHAR) AS d",
                 "[]",
             )
             .await
@@ -718,6 +722,10 @@ async fn mariadb_connections_are_reused_with_nothing_of_the_last_module_left() {
         assert!(
             !left.contains("secret") && !left.contains("ALLOW_INVALID_DATES"),
             "{access}: {left}"
+        );
+        assert!(
+            left.ends_with("\ttext:none\ttext:test\n"),
+            "{access}: the role or the database outlived the reset: {left}"
         );
         let lock_held: Option<i64> =
             sqlx::query_scalar("SELECT CAST(IS_USED_LOCK('warden_leaked_lock') AS SIGNED)")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use warden_capability::AuditKind;
 use warden_sql::SqlBackendConfig;
-use warden_tests::sql::{Backend, Fixture, failed, least_privilege};
+use warden_tests::sql::{Backend, Fixture, control_url, failed, least_privilege};
 use warden_tests::{admin_mysql, admin_postgres, guest_bytes, load_with_sql, manifest_header};
 
 static N: AtomicU32 = AtomicU32::new(0);
@@ -439,6 +439,43 @@ async fn a_cancel_the_guest_catches_ends_its_session() {
     f.probe("", "op = \"query\"\nsql = \"SELECT 1 AS one\"")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_guest_ending_its_roles_sessions_cannot_stop_the_host_stopping_it() {
+    // It turns off the server's check for a vanished client, ends every
+    // other session of its own role over and over (the host's control
+    // sessions would be among them without control-url), and catches its
+    // own cancels. On a role of its own: it ends every session of it.
+    let f = Fixture::with_config(
+        Backend::Postgres,
+        tempfile::tempdir().unwrap(),
+        SqlBackendConfig {
+            control_url: Some(control_url(Backend::Postgres)),
+            ..SqlBackendConfig::new(least_privilege(Backend::Postgres, "warden_tenant_b", ""))
+        },
+    );
+    let mark = marker();
+    let sql = format!(
+        "DO $$ BEGIN PERFORM set_config('client_connection_check_interval', '0', false); \
+         LOOP BEGIN PERFORM pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = current_user AND pid <> pg_backend_pid(); PERFORM pg_sleep(0.005); \
+         EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$ /* {mark} */"
+    );
+    for access in ["read-only", "read-write"] {
+        let out = f
+            .probe(
+                &format!("access = \"{access}\"\nstatement-timeout = \"300ms\""),
+                &format!("op = \"execute\"\nsql = '''{sql}'''"),
+            )
+            .await;
+        let msg = failed(out, "a guest ending its role's sessions");
+        assert!(
+            msg.starts_with("timeout: statement-timeout"),
+            "{access}: {msg}"
+        );
+        assert_stopped(Backend::Postgres, &mark).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,15 @@ pub struct SqlBackendConfig {
     /// that the database's own permissions separate them from writers.
     #[serde(default)]
     pub read_only_url: Option<String>,
+    /// The host's own credential for stopping guest statements
+    /// (PostgreSQL, MySQL): cancel, watch and end the sessions of `url` and
+    /// `read-only-url`. It must reach them (PostgreSQL: a member of their
+    /// roles; MySQL: `PROCESS` and `CONNECTION ADMIN`) and must not be a role
+    /// they can signal themselves, or a guest can end the host's control
+    /// sessions and keep its statement running. Never handed to a module.
+    /// Unset, the module credentials themselves are used (with a warning).
+    #[serde(default)]
+    pub control_url: Option<String>,
     /// Pool size shared by every module granted this backend (per credential).
     #[serde(default = "default_pool_size")]
     pub max_connections: u32,
@@ -28,6 +37,7 @@ impl SqlBackendConfig {
         Self {
             url: url.into(),
             read_only_url: None,
+            control_url: None,
             max_connections: default_pool_size(),
             allow_privileged: false,
         }

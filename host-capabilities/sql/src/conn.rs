@@ -3,6 +3,7 @@
 //! read-only transaction the database enforces, all grants under the
 //! statement timeout the database enforces.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,9 @@ impl Caps {
 
 pub(crate) enum Conn {
     Postgres(PoolConnection<Postgres>),
-    MySql(PoolConnection<MySql>),
+    /// With the statements that put a reset session back as the host
+    /// opened it (see `Credential::restore`).
+    MySql(PoolConnection<MySql>, Arc<str>),
     Sqlite(PoolConnection<Sqlite>),
 }
 
@@ -90,7 +93,10 @@ impl SqlBackend {
                 }
                 let control = Control::MySql(c.control.clone());
                 (
-                    c.pool.acquire().await.map(|x| (Conn::MySql(x), control)),
+                    c.pool
+                        .acquire()
+                        .await
+                        .map(|x| (Conn::MySql(x, c.restore.clone()), control)),
                     Some(c.check.clone()),
                 )
             }
@@ -204,7 +210,7 @@ impl Conn {
                         .await,
                 )
             }
-            Conn::MySql(c) => {
+            Conn::MySql(c, restore) => {
                 // The session read-only flag too: DDL implicitly commits, and
                 // the statement then runs in a new transaction that must still
                 // be read-only.
@@ -214,7 +220,7 @@ impl Conn {
                     "START TRANSACTION"
                 };
                 let secs = Duration::from_millis(ms as u64).as_secs_f64();
-                let session = crate::mysql::SESSION;
+                let session = &**restore;
                 let mariadb = format!(
                     "{session}; SET SESSION max_statement_time = {secs:.3}; {start}; \
                      SELECT CAST(CONNECTION_ID() AS SIGNED)"
@@ -277,7 +283,7 @@ impl Conn {
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let result = match self {
             Conn::Postgres(c) => crate::postgres::end(c, commit, read_only).await,
-            Conn::MySql(c) => crate::mysql::end(c, commit).await,
+            Conn::MySql(c, _) => crate::mysql::end(c, commit).await,
             Conn::Sqlite(c) => {
                 let r = sqlx::raw_sql(sql).execute(&mut **c).await.map(|_| ());
                 let _ = crate::sqlite::set_deadline(c, None).await;
@@ -303,7 +309,7 @@ impl Conn {
                         .map_err(from_sqlx)?;
                 Ok(v == "on")
             }
-            Conn::MySql(c) => {
+            Conn::MySql(c, _) => {
                 // Still in our transaction, and the session still read-only
                 // (a guest could flip it for the transactions after the next
                 // implicit commit).
@@ -338,7 +344,7 @@ impl Conn {
     fn close_on_drop(&mut self) {
         match self {
             Conn::Postgres(c) => c.close_on_drop(),
-            Conn::MySql(c) => c.close_on_drop(),
+            Conn::MySql(c, _) => c.close_on_drop(),
             Conn::Sqlite(c) => c.close_on_drop(),
         }
     }
@@ -412,7 +418,7 @@ impl Conn {
         }
         match self {
             Conn::Postgres(c) => run!(c, postgres),
-            Conn::MySql(c) => run!(c, mysql),
+            Conn::MySql(c, _) => run!(c, mysql),
             Conn::Sqlite(c) => run!(c, sqlite),
         }
     }
@@ -436,7 +442,7 @@ impl Conn {
         }
         match self {
             Conn::Postgres(c) => run!(c, postgres),
-            Conn::MySql(c) => run!(c, mysql),
+            Conn::MySql(c, _) => run!(c, mysql),
             Conn::Sqlite(c) => run!(c, sqlite),
         }
     }
@@ -461,7 +467,7 @@ impl Conn {
                 .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
                 .await
                 .map(drop),
-            Conn::MySql(c) => (&mut **c)
+            Conn::MySql(c, _) => (&mut **c)
                 .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql)))
                 .await
                 .map(drop),

@@ -22,6 +22,9 @@ use crate::conn::Conn;
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// How long an ended session may take to disappear from the server.
 const TERMINATE_WAIT: Duration = Duration::from_secs(5);
+/// The whole stop, control connection included: a server that does not
+/// answer at all does not keep the quota slot forever.
+const STOP_LIMIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
 
 /// Where a statement on this connection can be stopped from.
@@ -99,9 +102,10 @@ impl Lease {
         })
         .await;
         match outcome {
-            Ok(Err(e @ CapabilityError::LimitExceeded(_))) => {
-                // A result abandoned half-read: cancelled on the server, not
-                // drained through the host.
+            Ok(Err(e @ (CapabilityError::LimitExceeded(_) | CapabilityError::Invalid(_)))) => {
+                // A result abandoned half-read (over a cap, or a value that
+                // cannot be decoded): cancelled on the server, not drained
+                // through the host.
                 self.stop().await;
                 Err(e)
             }
@@ -145,9 +149,11 @@ impl Lease {
     /// Stops whatever runs on the connection and ends the lease. It runs
     /// as its own task, so a caller that is dropped meanwhile (the module's
     /// wall timeout) cannot hand a busy connection back half-way.
+    /// The guest's call waits for the stop at most `STOP_LIMIT`; past it the
+    /// task goes on trying, holding the quota slot.
     pub async fn stop(&mut self) {
         let owned = self.take();
-        let _ = tokio::spawn(owned.run()).await;
+        let _ = tokio::time::timeout(STOP_LIMIT, tokio::spawn(owned.run())).await;
     }
 
     fn take(&mut self) -> Stopping {
@@ -208,8 +214,25 @@ impl Stopping {
                 }
             }
             control => {
-                if let Err(e) = stop_session(control, self.session).await {
-                    tracing::warn!(session = self.session, "stopping a guest statement: {e}");
+                // Until the server confirms the statement is gone, the slot
+                // stays taken: it still counts against the module's quota.
+                let mut pause = Duration::from_millis(100);
+                loop {
+                    match tokio::time::timeout(STOP_LIMIT, stop_session(control, self.session))
+                        .await
+                    {
+                        Ok(Ok(())) => break,
+                        Ok(Err(e)) => tracing::warn!(
+                            session = self.session,
+                            "stopping a guest statement: {e}; trying again"
+                        ),
+                        Err(_) => tracing::warn!(
+                            session = self.session,
+                            "no answer to the host's cancel within {STOP_LIMIT:?}; trying again"
+                        ),
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(30));
                 }
                 // Its protocol state is unknown after a cancel: never reused.
                 conn.discard();

@@ -36,11 +36,17 @@ pub enum SqlKind {
 }
 
 /// One database credential of a backend: the shared pool, and a small
-/// control pool on the same credential (so with no extra privilege) that
+/// control pool (on `control-url`, else on the same credential) that
 /// cancels and watches statements of the shared pool's connections.
 pub(crate) struct Credential<DB: sqlx::Database> {
     pub pool: Pool<DB>,
     pub control: Pool<DB>,
+    /// Whether `control` is the host's own `control-url` credential.
+    pub separate_control: bool,
+    /// MySQL: what puts a reset session back as the host opened it. The
+    /// server's session reset keeps the current database and role, so a
+    /// guest's `USE` or `SET ROLE` would reach the next module.
+    pub restore: Arc<str>,
     pub check: Arc<PrivilegeCheck>,
 }
 
@@ -122,6 +128,13 @@ impl SqlBackends {
         ids.sort();
         let mut refused = Vec::new();
         for id in ids {
+            if self.backends[id].shares_control() {
+                tracing::warn!(
+                    "sql.{id}: no control-url: the host stops guest statements through the \
+                     modules' own credential, whose sessions a guest can end; set control-url \
+                     to a role that can stop theirs and that they cannot signal"
+                );
+            }
             for (check, outcome) in self.backends[id].connect_each().await {
                 match (outcome, check.refusal()) {
                     (_, Some(why)) => refused.push(why),
@@ -176,25 +189,32 @@ impl SqlBackend {
         let url = config.url.as_str();
         let allow = config.allow_privileged;
         let label = |which: &str| format!("sql.{id}{which}");
+        let control = config.control_url.as_deref();
         let (kind, pools) = if is_postgres(url) {
             let ro = match config.read_only_url.as_deref() {
-                Some(u) if is_postgres(u) => {
-                    Some(pg_credential(label(" (read-only-url)"), u, n, allow)?)
-                }
+                Some(u) if is_postgres(u) => Some(pg_credential(
+                    label(" (read-only-url)"),
+                    (u, control),
+                    n,
+                    allow,
+                )?),
                 Some(_) => return Err("read-only-url must be a postgres:// URL like url".into()),
                 None => None,
             };
-            let rw = pg_credential(label(""), url, n, allow)?;
+            let rw = pg_credential(label(""), (url, control), n, allow)?;
             (SqlKind::Postgres, Pools::Postgres { rw, ro })
         } else if is_mysql(url) {
             let ro = match config.read_only_url.as_deref() {
-                Some(u) if is_mysql(u) => {
-                    Some(mysql_credential(label(" (read-only-url)"), u, n, allow)?)
-                }
+                Some(u) if is_mysql(u) => Some(mysql_credential(
+                    label(" (read-only-url)"),
+                    (u, control),
+                    n,
+                    allow,
+                )?),
                 Some(_) => return Err("read-only-url must be a mysql:// URL like url".into()),
                 None => None,
             };
-            let rw = mysql_credential(label(""), url, n, allow)?;
+            let rw = mysql_credential(label(""), (url, control), n, allow)?;
             (SqlKind::MySql, Pools::MySql { rw, ro })
         } else if url.starts_with("sqlite:") {
             if config.read_only_url.is_some() {
@@ -235,17 +255,24 @@ impl SqlBackend {
         })
     }
 
-    /// Takes one control connection per credential (which checks its
-    /// privileges), within a few seconds.
+    /// Takes one connection per credential (which checks its privileges),
+    /// and one of its control pool, within a few seconds.
     async fn connect_each(&self) -> Vec<(&PrivilegeCheck, Result<(), String>)> {
         async fn one<DB: sqlx::Database>(
             c: &Credential<DB>,
         ) -> (&PrivilegeCheck, Result<(), String>) {
-            let r = match tokio::time::timeout(START_CHECK, c.control.acquire()).await {
+            let r = match tokio::time::timeout(START_CHECK, c.pool.acquire()).await {
                 Ok(Ok(_conn)) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no connection within {START_CHECK:?}")),
             };
+            if r.is_ok() && c.separate_control {
+                match tokio::time::timeout(START_CHECK, c.control.acquire()).await {
+                    Ok(Ok(_conn)) => {}
+                    Ok(Err(e)) => tracing::warn!("{}: control-url: {e}", c.check.label),
+                    Err(_) => tracing::warn!("{}: control-url: no connection", c.check.label),
+                }
+            }
             (c.check.as_ref(), r)
         }
         let mut out = Vec::new();
@@ -265,6 +292,19 @@ impl SqlBackend {
             Pools::Sqlite { .. } => {}
         }
         out
+    }
+
+    /// Whether its statements are stopped through a module credential.
+    fn shares_control(&self) -> bool {
+        match &self.pools {
+            Pools::Postgres { rw, ro } => {
+                !rw.separate_control || ro.as_ref().is_some_and(|c| !c.separate_control)
+            }
+            Pools::MySql { rw, ro } => {
+                !rw.separate_control || ro.as_ref().is_some_and(|c| !c.separate_control)
+            }
+            Pools::Sqlite { .. } => false,
+        }
     }
 
     /// The privilege checks of this backend's credentials.
@@ -328,13 +368,16 @@ fn is_mysql(url: &str) -> bool {
 
 fn pg_credential(
     label: String,
-    url: &str,
+    (url, control_url): (&str, Option<&str>),
     n: u32,
     allow: bool,
 ) -> Result<Credential<Postgres>, String> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| format!("invalid url: {e}"))?
-        .options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)]);
+    let parse = |url: &str| {
+        PgConnectOptions::from_str(url)
+            .map(|o| o.options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)]))
+            .map_err(|e| format!("invalid url: {e}"))
+    };
+    let options = parse(url)?;
     let check = Arc::new(PrivilegeCheck::new(label, allow));
     let pool = |size: u32| {
         let check = check.clone();
@@ -344,25 +387,50 @@ fn pg_credential(
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 let check = check.clone();
-                Box::pin(async move { check.admit(privileges::postgres(conn).await?) })
+                Box::pin(async move {
+                    match privileges::postgres(conn).await {
+                        Ok(found) => check.admit(found),
+                        Err(e @ sqlx::Error::Database(_)) => check.unreadable(e),
+                        Err(e) => Err(e),
+                    }
+                })
             })
             .connect_lazy_with(options.clone())
     };
+    let control = match control_url {
+        // The host's own role: checked by what it can stop, not for privileges.
+        Some(u) => control_pool::<Postgres>().connect_lazy_with(parse(u)?),
+        None => pool(CONTROL_CONNECTIONS),
+    };
     Ok(Credential {
         pool: pool(n),
-        control: pool(CONTROL_CONNECTIONS),
+        control,
+        separate_control: control_url.is_some(),
+        restore: Arc::from(""),
         check,
     })
 }
 
+/// A control pool: small, and it checks each connection before use (a
+/// control session must be alive when a statement has to be stopped).
+fn control_pool<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(CONTROL_CONNECTIONS)
+        .test_before_acquire(true)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
 fn mysql_credential(
     label: String,
-    url: &str,
+    (url, control_url): (&str, Option<&str>),
     n: u32,
     allow: bool,
 ) -> Result<Credential<MySql>, String> {
-    let url = url.replacen("mariadb://", "mysql://", 1);
-    let options = MySqlConnectOptions::from_str(&url).map_err(|e| format!("invalid url: {e}"))?;
+    let parse = |url: &str| {
+        MySqlConnectOptions::from_str(&url.replacen("mariadb://", "mysql://", 1))
+            .map_err(|e| format!("invalid url: {e}"))
+    };
+    let options = parse(url)?;
     let check = Arc::new(PrivilegeCheck::new(label, allow));
     let pool = |size: u32| {
         let check = check.clone();
@@ -372,13 +440,30 @@ fn mysql_credential(
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 let check = check.clone();
-                Box::pin(async move { check.admit(privileges::mysql(conn).await?) })
+                Box::pin(async move {
+                    match privileges::mysql(conn).await {
+                        Ok(found) => check.admit(found),
+                        Err(e @ sqlx::Error::Database(_)) => check.unreadable(e),
+                        Err(e) => Err(e),
+                    }
+                })
             })
             .connect_lazy_with(options.clone())
     };
+    let control = match control_url {
+        Some(u) => control_pool::<MySql>().connect_lazy_with(parse(u)?),
+        None => pool(CONTROL_CONNECTIONS),
+    };
+    let database = options
+        .get_database()
+        .map(|d| format!("USE `{}`; ", d.replace('`', "``")))
+        .unwrap_or_default();
+    let restore = format!("SET ROLE NONE; {database}{}", crate::mysql::SESSION);
     Ok(Credential {
         pool: pool(n),
-        control: pool(CONTROL_CONNECTIONS),
+        control,
+        separate_control: control_url.is_some(),
+        restore: Arc::from(restore),
         check,
     })
 }

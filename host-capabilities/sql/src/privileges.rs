@@ -13,19 +13,32 @@ use std::time::{Duration, Instant};
 use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
 
-/// PostgreSQL: attributes and predefined roles that reach beyond the
-/// database, on the login role or any role it may `SET ROLE` to.
+/// PostgreSQL: attributes and predefined (`pg_*`) roles on the login role
+/// or any role it may `SET ROLE` to, server-file and large-object functions
+/// it was granted directly, and `SECURITY DEFINER` functions of superusers
+/// it may call (each runs with the owner's rights).
 const PG_PRIVILEGES: &str = "SELECT COALESCE(string_agg(DISTINCT p, ', ' ORDER BY p), '') FROM (
     SELECT unnest(ARRAY[
         CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
         CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+        CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
         CASE WHEN r.rolreplication THEN 'REPLICATION' END,
         CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END,
-        CASE WHEN r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
-            'pg_write_server_files', 'pg_signal_backend', 'pg_read_all_stats',
-            'pg_monitor', 'pg_read_all_settings')
+        CASE WHEN r.rolname LIKE 'pg\\_%' AND r.rolname <> 'pg_database_owner'
             THEN r.rolname::text END]) AS p
-    FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')) granted
+    FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+    UNION ALL
+    SELECT 'EXECUTE on ' || f FROM unnest(ARRAY['pg_read_file(text)',
+        'pg_read_binary_file(text)', 'pg_ls_dir(text)', 'pg_stat_file(text)',
+        'lo_import(text)', 'lo_export(oid, text)', 'pg_reload_conf()', 'pg_rotate_logfile()',
+        'pg_file_write(text, text, boolean)']) f
+    WHERE to_regprocedure(f) IS NOT NULL AND has_function_privilege(f, 'EXECUTE')
+        AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+    UNION ALL
+    SELECT 'SECURITY DEFINER ' || p.oid::regprocedure::text
+    FROM pg_proc p JOIN pg_roles o ON o.oid = p.proowner
+    WHERE p.prosecdef AND o.rolsuper AND has_function_privilege(p.oid, 'EXECUTE')
+        AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) granted
     WHERE p IS NOT NULL";
 
 /// MySQL/MariaDB global privileges that reach the server, its files or
@@ -58,29 +71,38 @@ pub(crate) async fn postgres(conn: &mut PgConnection) -> Result<Vec<String>, sql
 }
 
 /// Privileges that a MySQL/MariaDB credential has beyond its own data, from
-/// `SHOW GRANTS` of the user and of the roles granted to it.
+/// `SHOW GRANTS` of the user and, with each role granted to it set in turn,
+/// of that role and the roles granted to it (a user may not `SHOW GRANTS
+/// FOR` a role, but `SHOW GRANTS` includes the current role's).
 pub(crate) async fn mysql(conn: &mut MySqlConnection) -> Result<Vec<String>, sqlx::Error> {
     let mut found = Vec::new();
-    let mut pending = vec!["SHOW GRANTS".to_string()];
-    let mut seen = 0;
-    while let Some(show) = pending.pop() {
-        seen += 1;
-        if seen > 16 {
-            break; // roles granted to roles, bounded
+    let mut roles = Vec::new();
+    for line in show_grants(conn).await? {
+        match mysql_grant(&line) {
+            Grant::Privileges(p) => found.extend(p),
+            Grant::Role(role) => roles.push(role),
         }
-        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(show))
-            .fetch_all(&mut *conn)
+    }
+    for role in roles.iter().take(16) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET ROLE {role}")))
+            .execute(&mut *conn)
             .await?;
-        for line in &lines {
-            match mysql_grant(line) {
-                Grant::Privileges(p) => found.extend(p),
-                Grant::Role(role) => pending.push(format!("SHOW GRANTS FOR {role}")),
+        for line in show_grants(conn).await? {
+            if let Grant::Privileges(p) = mysql_grant(&line) {
+                found.extend(p.into_iter().map(|p| format!("{p} (role {role})")));
             }
         }
+    }
+    if !roles.is_empty() {
+        sqlx::raw_sql("SET ROLE NONE").execute(&mut *conn).await?;
     }
     found.sort();
     found.dedup();
     Ok(found)
+}
+
+async fn show_grants(conn: &mut MySqlConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SHOW GRANTS").fetch_all(conn).await
 }
 
 enum Grant {
@@ -206,6 +228,12 @@ impl PrivilegeCheck {
         );
         *self.refused.lock().unwrap() = Some((msg.clone(), Instant::now()));
         Err(sqlx::Error::Configuration(msg.into()))
+    }
+
+    /// Decides on a new connection whose privileges could not be read: a
+    /// credential that cannot be checked is refused like a privileged one.
+    pub fn unreadable(&self, err: sqlx::Error) -> Result<(), sqlx::Error> {
+        self.admit(vec![format!("privileges the host could not read ({err})")])
     }
 
     /// The refusal, if this credential was refused recently.

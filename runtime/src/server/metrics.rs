@@ -143,3 +143,31 @@ pub fn escape(s: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_breaches_are_counted_per_module_and_limit() {
+        let m = Metrics::default();
+        m.limit_breach("orders", "statement-timeout");
+        m.limit_breach("orders", "statement-timeout");
+        m.limit_breach("orders", "max-output");
+        let text = m.render(&[]);
+        assert!(
+            text.contains("# TYPE warden_limit_breaches_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warden_limit_breaches_total{module=\"orders\",limit=\"statement-timeout\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_limit_breaches_total{module=\"orders\",limit=\"max-output\"} 1"),
+            "{text}"
+        );
+    }
+}
