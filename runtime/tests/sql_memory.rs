@@ -28,7 +28,8 @@ fn peak_rss_mib(dir: &Path, sql: &str) -> (u64, String) {
     std::fs::write(
         &host,
         "[sql.db]\nurl = \"postgres://warden_rw@127.0.0.1:5432/test\"\n\
-         read-only-url = \"postgres://warden_ro@127.0.0.1:5432/test\"\n",
+         read-only-url = \"postgres://warden_ro@127.0.0.1:5432/test\"\n\
+         control-url = \"postgres://warden_ctl@127.0.0.1:5432/test\"\n",
     )
     .unwrap();
     let manifest = dir.join("warden.toml");
@@ -97,8 +98,8 @@ fn a_query_of_large_rows_stays_within_the_output_cap_in_host_memory() {
              repeat('a', 1000000) a7, repeat('a', 1000000) a8, repeat('a', 1000000) a9, \
              repeat('a', 1000000) a10) r",
         ),
-        // One value over the cap.
-        ("one large value", "SELECT repeat('x', 40000000) AS big"),
+        // One 300 MB value: refused from the message header, never buffered.
+        ("one large value", "SELECT repeat('x', 300000000) AS big"),
     ] {
         let (large, err) = peak_rss_mib(dir.path(), sql);
         assert!(err.contains("max-output"), "{what}: {err}");

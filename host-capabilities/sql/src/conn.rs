@@ -19,6 +19,11 @@ use crate::lease::{Control, Lease};
 use crate::pool::{Credential, Pools, SqlBackend};
 use crate::value::{RowSet, SqlValue};
 
+/// Bytes a PostgreSQL message may have beyond the guest's remaining output:
+/// the row framing (4 bytes a column, at most 1,664 columns) and room for a
+/// server error.
+const MESSAGE_SLACK: u64 = 64 * 1024;
+
 /// What one grant allows a statement.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caps {
@@ -194,6 +199,11 @@ impl Conn {
         let ms = caps.millis_left();
         match self {
             Conn::Postgres(c) => {
+                // No message from the server may be larger than what the guest
+                // may still receive (plus the row framing): refused before the
+                // driver buffers it.
+                let max = caps.max_bytes.saturating_add(MESSAGE_SLACK);
+                c.set_max_message_len(Some(usize::try_from(max).unwrap_or(usize::MAX)));
                 // The SELECT takes the snapshot: after it, `SET TRANSACTION
                 // READ WRITE` is refused by PostgreSQL itself.
                 let begin = if caps.read_only {

@@ -57,6 +57,11 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> CapabilityError {
         }
         sqlx::Error::Io(e) => CapabilityError::Unavailable(format!("database unreachable: {e}")),
         sqlx::Error::Tls(e) => CapabilityError::Unavailable(format!("database TLS: {e}")),
+        // The driver's message limit (see `Conn::begin`): a row, an error
+        // or a notice larger than what the guest may still receive.
+        sqlx::Error::Protocol(e) if e.starts_with("message too large") => {
+            CapabilityError::LimitExceeded(format!("max-output: {e}"))
+        }
         sqlx::Error::Protocol(e) => CapabilityError::Unavailable(format!("database protocol: {e}")),
         sqlx::Error::ColumnDecode { index, source } => {
             CapabilityError::Invalid(format!("column {index}: {source}"))

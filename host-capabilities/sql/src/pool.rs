@@ -127,15 +127,8 @@ impl SqlBackends {
         let mut ids: Vec<_> = self.backends.keys().collect();
         ids.sort();
         let mut refused = Vec::new();
-        for id in ids {
-            if self.backends[id].shares_control() {
-                tracing::warn!(
-                    "sql.{id}: no control-url: the host stops guest statements through the \
-                     modules' own credential, whose sessions a guest can end; set control-url \
-                     to a role that can stop theirs and that they cannot signal"
-                );
-            }
-            for (check, outcome) in self.backends[id].connect_each().await {
+        for id in &ids {
+            for (check, outcome) in self.backends[*id].connect_each().await {
                 match (outcome, check.refusal()) {
                     (_, Some(why)) => refused.push(why),
                     (Ok(()), None) => {}
@@ -146,11 +139,20 @@ impl SqlBackends {
                 }
             }
         }
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(refused.join("\n"))
+        if !refused.is_empty() {
+            return Err(refused.join("\n"));
         }
+        for id in ids
+            .into_iter()
+            .filter(|id| self.backends[*id].shares_control())
+        {
+            tracing::warn!(
+                "sql.{id}: no control-url: the host stops guest statements through the \
+                 modules' own credential, whose sessions a guest can end; set control-url \
+                 to a role that can stop theirs and that they cannot signal"
+            );
+        }
+        Ok(())
     }
 
     /// Notices for credentials that several modules share. Sessions of
