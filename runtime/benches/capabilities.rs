@@ -32,6 +32,8 @@ const PG_URL: &str = "postgres://warden_rw@127.0.0.1:5432/test";
 const PG_RO_URL: &str = "postgres://warden_ro@127.0.0.1:5432/test";
 const MY_URL: &str = "mysql://warden_rw@127.0.0.1:3306/test";
 const MY_RO_URL: &str = "mysql://warden_ro@127.0.0.1:3306/test";
+const PG_CONTROL_URL: &str = "postgres://warden_ctl@127.0.0.1:5432/test";
+const MY_CONTROL_URL: &str = "mysql://warden_ctl@127.0.0.1:3306";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
 const POOL: u32 = 4;
 const CALLS: usize = 8_000;
@@ -90,14 +92,15 @@ async fn main() {
         ..EngineOptions::default()
     })
     .unwrap();
-    let backend = |url: &str, read_only_url: &str| SqlBackendConfig {
+    let backend = |url: &str, read_only_url: &str, control_url: &str| SqlBackendConfig {
         read_only_url: Some(read_only_url.into()),
+        control_url: Some(control_url.into()),
         max_connections: POOL,
         ..SqlBackendConfig::new(url)
     };
     let sql = SqlBackends::new(&BTreeMap::from([
-        ("pg".to_string(), backend(PG_URL, PG_RO_URL)),
-        ("my".to_string(), backend(MY_URL, MY_RO_URL)),
+        ("pg".to_string(), backend(PG_URL, PG_RO_URL, PG_CONTROL_URL)),
+        ("my".to_string(), backend(MY_URL, MY_RO_URL, MY_CONTROL_URL)),
     ]))
     .unwrap();
     let kv = KvBackends::new(&BTreeMap::from([(
