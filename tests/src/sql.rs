@@ -126,19 +126,30 @@ impl Fixture {
         grant: &str,
         config: &str,
     ) -> (Result<String, RunError>, Vec<warden_capability::AuditEvent>) {
+        let (module, audit) = self.load_probe(limits, grant, config);
+        let result = module.run_task().await.map(|o| o.stdout);
+        (result, audit.events())
+    }
+
+    /// sql-probe loaded once (its quota spans all of its invocations) with
+    /// `[limits]`, grant `main` and `[config]` lines of the test's own.
+    pub fn load_probe(
+        &self,
+        limits: &str,
+        grant: &str,
+        config: &str,
+    ) -> (warden_runtime::LoadedModule, warden_capability::MemoryAudit) {
         let manifest = format!(
             "{}[limits]\n{limits}\n[grants.sql.main]\nbackend = \"db\"\n{grant}\n[config]\ngrant = \"main\"\n{config}\n",
             manifest_header("sql-probe")
         );
-        let (module, audit) = load_with_sql(
+        load_with_sql(
             &guest_bytes("sql-probe"),
             &manifest,
             self.dir.path(),
             &self.backends,
         )
-        .expect("load");
-        let result = module.run_task().await.map(|o| o.stdout);
-        (result, audit.events())
+        .expect("load")
     }
 
     pub async fn rw(&self, op: &str, sql: &str, params: &str) -> Result<String, RunError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use warden_capability::AuditKind;
 use warden_sql::SqlBackendConfig;
 use warden_tests::sql::{Backend, Fixture, control_url, failed, least_privilege};
-use warden_tests::{admin_mysql, admin_postgres, guest_bytes, load_with_sql, manifest_header};
+use warden_tests::{admin_mysql, admin_postgres};
 
 static N: AtomicU32 = AtomicU32::new(0);
 
@@ -489,19 +489,11 @@ async fn the_connection_quota_holds_while_timed_out_statements_are_stopped() {
             Backend::Postgres => ("execute", catching_loop(&mark)),
             _ => ("query", sleep_sql(db, 60, &mark)),
         };
-        let manifest = format!(
-            "{}[limits]\ntimeout = \"500ms\"\n[grants.sql.main]\nbackend = \"db\"\n\
-             max-connections = 1\nstatement-timeout = \"60s\"\n[config]\ngrant = \"main\"\n\
-             op = \"{op}\"\nsql = '''{sql}'''\n",
-            manifest_header("sql-probe"),
+        let (module, _) = f.load_probe(
+            "timeout = \"500ms\"",
+            "max-connections = 1\nstatement-timeout = \"60s\"",
+            &format!("op = \"{op}\"\nsql = '''{sql}'''"),
         );
-        let (module, _) = load_with_sql(
-            &guest_bytes("sql-probe"),
-            &manifest,
-            f.dir.path(),
-            &f.backends,
-        )
-        .unwrap();
         let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let sampling = {
             let (most, mark) = (most.clone(), mark.clone());
@@ -524,4 +516,30 @@ async fn the_connection_quota_holds_while_timed_out_statements_are_stopped() {
         );
         assert_stopped(db, &mark).await;
     }
+}
+
+#[tokio::test]
+async fn backend_credentials_must_fit_the_backend() {
+    let refused = |config: SqlBackendConfig| {
+        let configs = std::collections::BTreeMap::from([("db".to_string(), config)]);
+        warden_sql::SqlBackends::new(&configs)
+            .err()
+            .expect("refused")
+    };
+    let err = refused(SqlBackendConfig {
+        read_only_url: Some(least_privilege(Backend::MariaDb, "warden_ro", "")),
+        ..SqlBackendConfig::new(least_privilege(Backend::Postgres, "warden_rw", ""))
+    });
+    assert!(
+        err.starts_with("sql.db: read-only-url must be a postgres:// URL"),
+        "{err}"
+    );
+    let err = refused(SqlBackendConfig {
+        control_url: Some("sqlite://ctl.db".into()),
+        ..SqlBackendConfig::new("sqlite://x.db")
+    });
+    assert!(
+        err.contains("control-url are for PostgreSQL and MySQL"),
+        "{err}"
+    );
 }

@@ -62,10 +62,7 @@ impl SqlBackend {
     /// A connection of the credential for this access, and where its
     /// statements can be cancelled from.
     async fn acquire(&self, read_only: bool) -> Result<(Conn, Control), CapabilityError> {
-        let (size, idle) = {
-            let s = self.status();
-            (s.size, s.idle)
-        };
+        let (size, idle) = self.pool_sizes();
         if idle == 0 && size > 0 {
             self.waits.fetch_add(1, Ordering::Relaxed);
         }

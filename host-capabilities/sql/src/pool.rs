@@ -219,10 +219,11 @@ impl SqlBackend {
             let rw = mysql_credential(label(""), (url, control), n, allow)?;
             (SqlKind::MySql, Pools::MySql { rw, ro })
         } else if url.starts_with("sqlite:") {
-            if config.read_only_url.is_some() {
+            if config.read_only_url.is_some() || control.is_some() {
                 return Err(
-                    "read-only-url is for PostgreSQL and MySQL: SQLite read-only \
-                            grants already use connections opened read-only"
+                    "read-only-url and control-url are for PostgreSQL and MySQL: \
+                            SQLite read-only grants already use connections opened read-only, \
+                            and its statements are interrupted in-process"
                         .into(),
                 );
             }
@@ -323,24 +324,7 @@ impl SqlBackend {
     }
 
     pub fn status(&self) -> SqlBackendStatus {
-        fn sizes<DB: sqlx::Database>(pools: &[&Pool<DB>]) -> (u32, u32) {
-            pools.iter().fold((0, 0), |(size, idle), p| {
-                (size + p.size(), idle + p.num_idle() as u32)
-            })
-        }
-        let (size, idle) = match &self.pools {
-            Pools::Postgres { rw, ro } => sizes(
-                &std::iter::once(&rw.pool)
-                    .chain(ro.as_ref().map(|c| &c.pool))
-                    .collect::<Vec<_>>(),
-            ),
-            Pools::MySql { rw, ro } => sizes(
-                &std::iter::once(&rw.pool)
-                    .chain(ro.as_ref().map(|c| &c.pool))
-                    .collect::<Vec<_>>(),
-            ),
-            Pools::Sqlite { rw, ro } => sizes(&[rw, ro]),
-        };
+        let (size, idle) = self.pool_sizes();
         let checks = self.checks();
         SqlBackendStatus {
             id: self.id.clone(),
@@ -352,6 +336,23 @@ impl SqlBackend {
             errors: self.errors.load(Ordering::Relaxed),
             privileged: checks.iter().flat_map(|c| c.privileged()).collect(),
             refused: checks.iter().find_map(|c| c.refusal()),
+        }
+    }
+
+    /// Connections open and idle in the shared pools (not the control
+    /// pools): cheap, called on every acquisition.
+    pub(crate) fn pool_sizes(&self) -> (u32, u32) {
+        fn add<DB: sqlx::Database>((size, idle): (u32, u32), p: &Pool<DB>) -> (u32, u32) {
+            (size + p.size(), idle + p.num_idle() as u32)
+        }
+        match &self.pools {
+            Pools::Postgres { rw, ro } => ro
+                .iter()
+                .fold(add((0, 0), &rw.pool), |n, c| add(n, &c.pool)),
+            Pools::MySql { rw, ro } => ro
+                .iter()
+                .fold(add((0, 0), &rw.pool), |n, c| add(n, &c.pool)),
+            Pools::Sqlite { rw, ro } => add(add((0, 0), rw), ro),
         }
     }
 

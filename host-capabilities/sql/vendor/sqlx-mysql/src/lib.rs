@@ -34,8 +34,6 @@ mod value;
 #[cfg(feature = "migrate")]
 mod migrate;
 
-#[cfg(feature = "migrate")]
-mod testing;
 
 pub use arguments::MySqlArguments;
 pub use column::MySqlColumn;

@@ -41,8 +41,6 @@ pub use copy::PG_COPY_MAX_DATA_LEN;
 #[cfg(feature = "migrate")]
 mod migrate;
 
-#[cfg(feature = "migrate")]
-mod testing;
 
 pub(crate) use sqlx_core::driver_prelude::*;
 
