@@ -37,17 +37,29 @@ impl Admission {
         }
     }
 
-    /// Takes a rate token (or fails naming the limit), then waits for a free
-    /// instance slot: callers beyond `max-instances` queue instead of piling up.
-    pub async fn admit(&self) -> Result<SemaphorePermit<'_>, LimitExceeded> {
+    /// Takes a rate token (or fails naming the limit), then waits up to
+    /// `patience` for a free instance slot: callers beyond `max-instances`
+    /// queue instead of piling up, and a queue that does not move refuses.
+    pub async fn admit(
+        &self,
+        patience: std::time::Duration,
+    ) -> Result<SemaphorePermit<'_>, LimitExceeded> {
         if let Some(bucket) = &self.bucket {
             bucket.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         }
-        self.instances.acquire().await.map_err(|_| LimitExceeded {
+        let refused = |why: String| LimitExceeded {
             limit: "max-instances",
             allowed: self.max_instances.to_string(),
-            attempted: Some("the module is shutting down".into()),
-        })
+            attempted: Some(why),
+        };
+        match tokio::time::timeout(patience, self.instances.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(refused("the module is shutting down".into())),
+            Err(_) => Err(refused(format!(
+                "no instance came free within {}",
+                humantime::format_duration(patience)
+            ))),
+        }
     }
 
     /// Invocations running right now.

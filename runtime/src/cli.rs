@@ -63,6 +63,17 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Internal: compile a component read from stdin under memory limits
+    /// (the server and the CLI run this as a child process).
+    #[command(name = "__compile-worker", hide = true)]
+    CompileWorker {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        max_wasm_stack: usize,
+        #[arg(long)]
+        memory: u64,
+    },
     /// Manage the modules of a running server through its API.
     Module {
         /// The server's admin address.
@@ -166,12 +177,31 @@ pub async fn execute(cli: Cli) -> Result<(), Failure> {
                 message,
             })
         }
+        Command::CompileWorker {
+            out,
+            max_wasm_stack,
+            memory,
+        } => match crate::compile::worker_main(&out, max_wasm_stack, memory) {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Command::Module {
             server,
             token,
             data_dir,
             command,
         } => crate::module_cli::execute(&server, token, &data_dir, command).await,
+    }
+}
+
+/// This binary, as the compile worker of `run`, `check` and `serve`.
+pub fn compile_worker() -> Option<PathBuf> {
+    match std::env::current_exe() {
+        Ok(exe) => Some(exe),
+        Err(e) => {
+            tracing::warn!("compiling in-process: cannot find this binary: {e}");
+            None
+        }
     }
 }
 
@@ -303,6 +333,8 @@ fn load(
     // One invocation: a small pool is enough.
     let mut options = EngineOptions {
         max_instances: 8,
+        compile_limits: host.server.compile_limits(),
+        compile_worker: compile_worker(),
         ..EngineOptions::default()
     };
     if config.is_some() {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::compile::{self, CompileLimits, WorkerEngine};
 use crate::error::LoadError;
 
 /// How often the epoch advances; deadlines are rounded up to this.
@@ -28,6 +29,12 @@ pub struct EngineOptions {
     pub max_wasm_stack: usize,
     /// Where precompiled components are kept; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Structural bounds and the compile budget of a component.
+    pub compile_limits: CompileLimits,
+    /// The `warden` binary that compiles in a bounded child process
+    /// (`__compile-worker`). `None`: compile in this process (the structure
+    /// check still applies); only for trusted callers such as tests.
+    pub compile_worker: Option<PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -38,6 +45,8 @@ impl Default for EngineOptions {
             max_memory: 4 << 30,
             max_wasm_stack: 512 << 10,
             cache_dir: default_cache_dir(),
+            compile_limits: CompileLimits::default(),
+            compile_worker: None,
         }
     }
 }
@@ -69,12 +78,7 @@ pub struct WardenEngine {
 
 impl WardenEngine {
     pub fn new(options: EngineOptions) -> wasmtime::Result<Self> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true)
-            .max_wasm_stack(options.max_wasm_stack);
+        let mut config = base_config(options.max_wasm_stack);
         if options.pooling {
             let mut pool = PoolingAllocationConfig::new();
             let n = options.max_instances;
@@ -136,14 +140,59 @@ impl WardenEngine {
         {
             return Ok(CompiledComponent { component, sha256 });
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Some(path) = &cached
-            && let Err(e) = store_cached(&component, path)
-        {
-            tracing::warn!("not caching compiled component at {}: {e}", path.display());
-        }
+        compile::check_structure(bytes, &self.options.compile_limits)?;
+        let component = match &self.options.compile_worker {
+            Some(worker) => self.compile_bounded(worker, bytes, cached.as_deref())?,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                if let Some(path) = &cached
+                    && let Err(e) = store_cached(&component, path)
+                {
+                    tracing::warn!("not caching compiled component at {}: {e}", path.display());
+                }
+                component
+            }
+        };
         Ok(CompiledComponent { component, sha256 })
+    }
+
+    /// Compiles in a child process under the compile limits; its artifact
+    /// lands in the cache (or a temporary file) and is loaded from there.
+    fn compile_bounded(
+        &self,
+        worker: &Path,
+        bytes: &[u8],
+        cached: Option<&Path>,
+    ) -> Result<Component, LoadError> {
+        let dir = match cached.and_then(Path::parent) {
+            Some(dir) => dir.to_path_buf(),
+            None => std::env::temp_dir(),
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LoadError::Host(format!("cannot create {}: {e}", dir.display())))?;
+        let tmp = tempfile_in(&dir)
+            .map_err(|e| LoadError::Host(format!("compile output in {}: {e}", dir.display())))?;
+        let engine = WorkerEngine {
+            max_wasm_stack: self.options.max_wasm_stack,
+        };
+        compile::compile_in_worker(worker, &engine, bytes, &tmp, &self.options.compile_limits)?;
+        // SAFETY: written just now by this binary's own compile worker into
+        // the host's private dir; wasmtime checks engine compatibility.
+        let loaded = unsafe { Component::deserialize_file(&self.engine, &tmp) }
+            .map_err(|e| LoadError::Host(format!("loading the compiled component: {e:#}")));
+        match (cached, &loaded) {
+            (Some(path), Ok(_)) => {
+                if let Err(e) = std::fs::rename(&tmp, path) {
+                    tracing::warn!("not caching compiled component at {}: {e}", path.display());
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+            _ => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        loaded
     }
 
     fn load_cached(&self, path: &Path) -> Option<Component> {
@@ -164,6 +213,24 @@ impl WardenEngine {
     }
 }
 
+/// The settings every engine shares, compile workers' included: artifacts
+/// are only loadable by an engine with the same ones.
+fn base_config(max_wasm_stack: usize) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .max_wasm_stack(max_wasm_stack);
+    config
+}
+
+/// The compile worker's engine: the shared settings, no instance pool
+/// (it never instantiates) and no epoch ticker.
+pub(crate) fn compile_only_engine(max_wasm_stack: usize) -> wasmtime::Result<Engine> {
+    Engine::new(&base_config(max_wasm_stack))
+}
+
 fn store_cached(component: &Component, path: &Path) -> std::io::Result<()> {
     let dir = path.parent().expect("cache path has a parent");
     std::fs::create_dir_all(dir)?;
@@ -178,7 +245,9 @@ fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    Ok(dir.join(format!(".tmp-{}-{nonce}", std::process::id())))
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(dir.join(format!(".tmp-{}-{nonce}-{seq}", std::process::id())))
 }
 
 /// Tells a core module or garbage apart from a component before compiling,

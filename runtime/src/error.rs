@@ -23,6 +23,9 @@ pub enum LoadError {
 /// Why an invocation did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunError {
+    /// Admission refused the invocation before any guest code ran (`rate`,
+    /// no free instance in time). Backpressure, not a failure of the module.
+    Refused(LimitExceeded),
     /// A sandbox limit stopped the guest.
     Limit(LimitExceeded),
     /// The guest trapped (panic, unreachable, bad host call).
@@ -36,7 +39,7 @@ pub enum RunError {
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::Limit(l) => write!(f, "{l}"),
+            RunError::Refused(l) | RunError::Limit(l) => write!(f, "{l}"),
             RunError::Trap(m) => write!(f, "trap: {m}"),
             RunError::Failed(m) => write!(f, "failed: {m}"),
             RunError::Host(m) => write!(f, "host error: {m}"),
@@ -47,6 +50,14 @@ impl fmt::Display for RunError {
 impl std::error::Error for RunError {}
 
 impl RunError {
+    /// The limit this error names, if it is a limit (refusal or breach).
+    pub fn limit(&self) -> Option<&LimitExceeded> {
+        match self {
+            RunError::Refused(l) | RunError::Limit(l) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Classifies an error from instantiation or a call into the limit it
     /// broke, or a plain trap.
     pub fn from_wasmtime(err: wasmtime::Error, ctx: &TrapContext) -> RunError {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use warden_amqp::AmqpBackendConfig;
-use warden_capability::ByteSize;
+use warden_capability::{ByteSize, HumanDuration};
+
+use crate::compile::CompileLimits;
 use warden_kafka::KafkaBackendConfig;
 use warden_kv::KvBackendConfig;
 use warden_sql::SqlBackendConfig;
@@ -30,6 +32,20 @@ pub struct HostConfig {
     /// `[amqp.<id>]` brokers, one shared connection and channel pool each.
     #[serde(default)]
     pub amqp: BTreeMap<String, AmqpBackendConfig>,
+    /// `[fs]`: where `[grants.fs]` host paths may point.
+    #[serde(default)]
+    pub fs: FsConfig,
+}
+
+/// `[fs]` of the host config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// Root name → directory. A grant's `host` is opened beneath the root
+    /// its `root` key names (`files` when absent), never through a symlink.
+    /// `files` is `<data-dir>/files` unless set here.
+    #[serde(default)]
+    pub roots: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +73,16 @@ pub struct ServerConfig {
     /// module is marked `failed` and stops serving.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
+    /// Let a module's `[http] route` sit under another module's (`/a/b`
+    /// under `/a`). Off: a tenant cannot take over part of another's tree.
+    #[serde(default)]
+    pub allow_nested_routes: bool,
+    /// Memory the process compiling one upload may use.
+    #[serde(default = "default_compile_memory")]
+    pub compile_memory: ByteSize,
+    /// Time compiling one upload may take.
+    #[serde(default = "default_compile_timeout")]
+    pub compile_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +92,13 @@ pub struct TokenConfig {
     /// Hex sha256 of the token; the token itself is never stored.
     pub sha256: String,
     pub role: Role,
+    /// Module-name globs this token may see and act on (`["orders-*"]`);
+    /// absent: every module.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+    /// Bytes of components the versions this token uploaded may hold.
+    #[serde(default)]
+    pub quota: Option<ByteSize>,
 }
 
 /// What a management API token may do; each role includes the ones below it.
@@ -87,6 +120,9 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             max_upload: default_max_upload(),
             failure_threshold: default_failure_threshold(),
+            allow_nested_routes: false,
+            compile_memory: default_compile_memory(),
+            compile_timeout: default_compile_timeout(),
         }
     }
 }
@@ -115,6 +151,25 @@ fn default_failure_threshold() -> u32 {
     5
 }
 
+fn default_compile_memory() -> ByteSize {
+    ByteSize(CompileLimits::default().memory)
+}
+
+fn default_compile_timeout() -> HumanDuration {
+    HumanDuration(CompileLimits::default().timeout)
+}
+
+impl ServerConfig {
+    /// The compile limits this config sets, over the defaults.
+    pub fn compile_limits(&self) -> CompileLimits {
+        CompileLimits {
+            memory: self.compile_memory.0,
+            timeout: self.compile_timeout.0,
+            ..CompileLimits::default()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid host config {file}: {path}: {message}")]
 pub struct HostConfigError {
@@ -139,6 +194,11 @@ impl HostConfig {
         let dir = file.parent().unwrap_or(Path::new("."));
         if config.server.data_dir.is_relative() {
             config.server.data_dir = dir.join(&config.server.data_dir);
+        }
+        for root in config.fs.roots.values_mut() {
+            if root.is_relative() {
+                *root = dir.join(&*root);
+            }
         }
         for backend in config.sql.values_mut() {
             if let Some(path) = backend.url.strip_prefix("sqlite://")

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod backends;
 pub mod cli;
 pub mod client;
+pub mod compile;
 pub mod contract;
 pub mod engine;
 pub mod error;

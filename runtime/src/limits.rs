@@ -17,6 +17,9 @@ pub struct Limits {
     pub rate: Option<Rate>,
     pub max_handles: u32,
     pub max_output: ByteSize,
+    /// How long an invocation waits for a free instance before it is
+    /// refused; `None`: four times `timeout`, at least a second.
+    pub queue_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
             rate: None,
             max_handles: 10_000,
             max_output: ByteSize::mib(16),
+            queue_timeout: None,
         }
     }
 }
@@ -44,7 +48,14 @@ impl Limits {
             rate: spec.rate.or(defaults.rate),
             max_handles: spec.max_handles.unwrap_or(defaults.max_handles),
             max_output: spec.max_output.unwrap_or(defaults.max_output),
+            queue_timeout: spec.queue_timeout.map(|t| t.0).or(defaults.queue_timeout),
         }
+    }
+
+    /// How long an invocation may wait in the `max-instances` queue.
+    pub fn queue_patience(&self) -> Duration {
+        self.queue_timeout
+            .unwrap_or_else(|| (self.timeout * 4).max(Duration::from_secs(1)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Calling a module's `warden:module/message-handler` with one message.
 
-use wasmtime::component::{ComponentType, Lower, WasmStr};
+use wasmtime::component::{ComponentType, Lower};
 
 use crate::contract::MESSAGE_EXPORT;
 use crate::error::RunError;
@@ -26,7 +26,7 @@ impl LoadedModule {
         let max_output = self.limits().max_output;
         self.with_instance(async |store, instance| {
             let handle = instance
-                .get_typed_func::<(Message,), (Result<(), WasmStr>,)>(&mut *store, index)
+                .get_typed_func::<(Message,), (Result<(), String>,)>(&mut *store, index)
                 .map_err(|e| {
                     RunError::Host(format!(
                         "{MESSAGE_EXPORT}#handle has an unexpected type: {e}"
@@ -36,7 +36,7 @@ impl LoadedModule {
                 .call_async(&mut *store, (message.clone(),))
                 .await
                 .map_err(InstanceError::Call)?;
-            guest_result(store, result, max_output)
+            guest_result(result, max_output)
         })
         .await
         .map(|((), output)| output)

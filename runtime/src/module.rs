@@ -13,7 +13,7 @@ use warden_kv::{KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
 use warden_sql::{SqlCtx, SqlModule};
 use wasmtime::Store;
-use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable, WasmStr};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_config::WasiConfigVariables;
@@ -247,7 +247,7 @@ impl LoadedModule {
         let max_output = self.limits.max_output;
         self.with_instance(async |store, instance| {
             let run = instance
-                .get_typed_func::<(), (Result<(), WasmStr>,)>(&mut *store, index)
+                .get_typed_func::<(), (Result<(), String>,)>(&mut *store, index)
                 .map_err(|e| {
                     RunError::Host(format!("{TASK_EXPORT}#run has an unexpected type: {e}"))
                 })?;
@@ -255,7 +255,7 @@ impl LoadedModule {
                 .call_async(&mut *store, ())
                 .await
                 .map_err(InstanceError::Call)?;
-            guest_result(store, result, max_output)
+            guest_result(result, max_output)
         })
         .await
         .map(|((), output)| output)
@@ -269,7 +269,7 @@ impl LoadedModule {
         })?;
         self.with_instance(async |store, instance| {
             let run = instance
-                .get_typed_func::<(), (Result<(), WasmStr>,)>(&mut *store, index)
+                .get_typed_func::<(), (Result<(), String>,)>(&mut *store, index)
                 .map_err(|e| RunError::Host(e.to_string()))?;
             let start = std::time::Instant::now();
             for _ in 0..calls {
@@ -296,10 +296,10 @@ impl LoadedModule {
             &wasmtime::component::Instance,
         ) -> Result<R, InstanceError>,
     ) -> Result<(R, Output), RunError> {
-        let _slot = match self.admission.admit().await {
+        let _slot = match self.admission.admit(self.limits.queue_patience()).await {
             Ok(slot) => slot,
             Err(limit) => {
-                let err = RunError::Limit(limit);
+                let err = RunError::Refused(limit);
                 self.audit_failure(&err);
                 return Err(err);
             }
@@ -356,8 +356,17 @@ impl LoadedModule {
                 Some(p)
             }
         };
-        warden_fs::add_preopens(&mut wasi, &self.fs_dirs)
-            .map_err(|e| RunError::Host(e.to_string()))?;
+        if let Err(e) = warden_fs::add_preopens(&mut wasi, &self.fs_dirs) {
+            // The grant was fine when loaded; its directory changed since
+            // (removed, or swapped for a link).
+            self.audit.record(AuditEvent {
+                module: self.name().to_string(),
+                kind: AuditKind::Denied,
+                rule: "fs".into(),
+                detail: e.to_string(),
+            });
+            return Err(RunError::Host(e.to_string()));
+        }
         warden_net::configure_sockets(&mut wasi, self.net.clone());
 
         let mut table = ResourceTable::new();
@@ -398,7 +407,9 @@ impl LoadedModule {
 
     fn audit_failure(&self, err: &RunError) {
         let (kind, rule) = match err {
-            RunError::Limit(l) => (AuditKind::LimitExceeded, l.limit.to_string()),
+            RunError::Refused(l) | RunError::Limit(l) => {
+                (AuditKind::LimitExceeded, l.limit.to_string())
+            }
             RunError::Trap(_) => (AuditKind::Trap, "trap".to_string()),
             RunError::Failed(_) | RunError::Host(_) => return,
         };
@@ -438,21 +449,21 @@ pub(crate) fn charge_output(max: crate::manifest::ByteSize, bytes: usize) -> Res
     Ok(())
 }
 
-/// A guest's `result<_, string>`: its error, measured in guest memory
-/// before anything is copied out, becomes [`RunError::Failed`].
+/// A guest's `result<_, string>`: its error becomes [`RunError::Failed`].
+///
+/// The string is lifted as an owned copy inside the call: wasmtime runs the
+/// guest's post-return (which may free or reuse that memory) right after
+/// lifting, so a borrowed `WasmStr` read afterwards could be anything. The
+/// copy is bounded by the guest's own linear memory.
 pub(crate) fn guest_result(
-    store: &Store<ModuleState>,
-    result: Result<(), WasmStr>,
+    result: Result<(), String>,
     max_output: crate::manifest::ByteSize,
 ) -> Result<(), InstanceError> {
     let Err(msg) = result else {
         return Ok(());
     };
-    let msg = msg
-        .to_str(store)
-        .map_err(|e| RunError::Trap(e.to_string()))?;
     charge_output(max_output, msg.len())?;
-    Err(RunError::Failed(msg.into_owned()).into())
+    Err(RunError::Failed(msg).into())
 }
 
 /// The index of `func` in the exported `interface`, if the component has it.

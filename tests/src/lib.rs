@@ -96,20 +96,51 @@ pub fn load_with_backends(
     sql: &SqlBackends,
     kv: &KvBackends,
 ) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    let backends = warden_runtime::Backends {
+        sql: sql.clone(),
+        kv: kv.clone(),
+        ..Default::default()
+    };
+    load_in(
+        bytes,
+        manifest,
+        HostPaths::RelativeTo(base.to_path_buf()),
+        &backends,
+    )
+}
+
+/// Loads as `warden serve` does: `[grants.fs]` host paths beneath `root`
+/// (the server's `files` root), opened by handle.
+pub fn load_under_root(
+    guest_name: &str,
+    manifest: &str,
+    root: &Path,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    let roots = [(warden_fs::DEFAULT_ROOT.to_string(), root.to_path_buf())].into();
+    load_in(
+        &guest_bytes(guest_name),
+        manifest,
+        HostPaths::Roots(roots),
+        &Default::default(),
+    )
+}
+
+fn load_in(
+    bytes: &[u8],
+    manifest: &str,
+    host_paths: HostPaths,
+    backends: &warden_runtime::Backends,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
     let manifest = Manifest::parse(manifest)
         .map_err(|errs| LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()))?;
     let audit = MemoryAudit::default();
     let cx = LoadContext {
         engine: &SHARED.engine,
         linker: &SHARED.linker,
-        host_paths: HostPaths::RelativeTo(base.to_path_buf()),
+        host_paths,
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
-        backends: &warden_runtime::Backends {
-            sql: sql.clone(),
-            kv: kv.clone(),
-            ..Default::default()
-        },
+        backends,
         events: Arc::new(warden_events::NoBus),
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;

@@ -1,6 +1,6 @@
 //! Malformed components and manifests get a clear error, never a panic.
 
-use warden_runtime::LoadError;
+use warden_runtime::{LoadError, RunError};
 use warden_tests::{guest_bytes, load, load_bytes, manifest_header};
 
 fn load_err(bytes: &[u8]) -> String {
@@ -113,5 +113,38 @@ fn capability_imports_need_their_grants() {
             msg.contains(&format!("imports {import} but the manifest has no {grant}")),
             "{msg}"
         );
+    }
+}
+
+/// A task whose post-return overwrites the error string it just returned:
+/// the host must report what the guest returned, not what post-return left.
+#[tokio::test]
+async fn a_guest_error_is_read_before_post_return_can_scribble_over_it() {
+    let wat = r#"(component
+        (core module $m
+          (memory (export "memory") 1)
+          (data (i32.const 64) "quota reached, try later")
+          (func (export "run") (result i32)
+            (i32.store (i32.const 0) (i32.const 1))
+            (i32.store (i32.const 4) (i32.const 64))
+            (i32.store (i32.const 8) (i32.const 24))
+            (i32.const 0))
+          (func (export "post-run") (param i32)
+            (memory.fill (i32.const 64) (i32.const 0xff) (i32.const 24))))
+        (core instance $i (instantiate $m))
+        (func $run (result (result (error string)))
+          (canon lift (core func $i "run") (memory $i "memory")
+            (post-return (func $i "post-run"))))
+        (instance $task (export "run" (func $run)))
+        (export "warden:module/task@0.1.0" (instance $task)))"#;
+    let bytes = wat::parse_str(wat).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (module, _) =
+        load_bytes(&bytes, &manifest_header("scribbler"), tmp.path()).unwrap();
+    for _ in 0..3 {
+        match module.run_task().await {
+            Err(RunError::Failed(msg)) => assert_eq!(msg, "quota reached, try later"),
+            other => panic!("expected the guest's own error, got {other:?}"),
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use warden_runtime::RunError;
-use warden_tests::{load, manifest_header};
+use warden_tests::{hello_still_works, load, load_under_root, manifest_header};
 
 /// Runs fs-probe doing `op` on `path` with `grants` (TOML lines under [grants.fs]).
 async fn probe(base: &Path, grants: &str, op: &str, path: &str) -> Result<String, RunError> {
@@ -163,4 +163,88 @@ async fn fs_report_example_summarises_its_input() {
     assert_eq!(out.stdout, report);
     assert!(report.contains("hello.txt\t6 bytes\t0 lines"), "{report}");
     assert!(report.ends_with("total\t1 files\t6 bytes\n"), "{report}");
+}
+
+/// The fs-probe doing `op` on `path` as `warden serve` loads it: grants
+/// beneath the server's `files` root. `Err` holds a load refusal.
+async fn probe_under_root(
+    root: &Path,
+    name: &str,
+    grants: &str,
+    config: &str,
+) -> Result<Result<String, RunError>, String> {
+    let manifest = format!(
+        "[module]\nname = \"{name}\"\nversion = \"0.1.0\"\n[grants.fs]\n{grants}\n[config]\n{config}\n"
+    );
+    let (module, _) = load_under_root("fs-probe", &manifest, root).map_err(|e| e.to_string())?;
+    Ok(module.run_task().await.map(|o| o.stdout))
+}
+
+#[tokio::test]
+async fn a_tenants_symlink_never_carries_another_tenants_grant_out_of_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data/files");
+    std::fs::create_dir_all(root.join("a-dir/real")).unwrap();
+    // What the attacker wants: the server's own files beside the root.
+    std::fs::write(tmp.path().join("data/registry.db"), "registry").unwrap();
+    std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+    std::fs::write(tmp.path().join("etc/passwd"), "host secret").unwrap();
+
+    // Tenant A, read-write on its own directory, plants a relative link
+    // that climbs out of the root (wasmtime-wasi lets guests do that).
+    let planted = probe_under_root(
+        &root,
+        "tenant-a",
+        "\"/a\" = { host = \"a-dir\", access = \"read-write\" }",
+        "op = \"symlink\"\npath = \"/a/link\"\ntarget = \"../../..\"",
+    )
+    .await
+    .expect("tenant A loads");
+    planted.expect("a relative link inside the grant may be made");
+    assert!(std::fs::symlink_metadata(root.join("a-dir/link")).unwrap().is_symlink());
+
+    // Tenant B names grant paths through that link: refused at load, named.
+    for (grants, what) in [
+        ("\"/x\" = { host = \"a-dir/link/etc\", access = \"read-only\" }", "read"),
+        ("\"/x\" = { host = \"a-dir/link/etc\", access = \"read-write\" }", "write"),
+        ("\"/x\" = { host = \"a-dir/link/newdir\", access = \"read-write\" }", "create"),
+        ("\"/x\" = { host = \"a-dir/link\", access = \"read-only\" }", "the link"),
+    ] {
+        let err = probe_under_root(&root, "tenant-b", grants, "op = \"list\"\npath = \"/x\"")
+            .await
+            .expect_err(what);
+        assert!(err.contains("a-dir/link") && err.contains("symlink"), "{what}: {err}");
+    }
+    // The effect: nothing was made or changed outside the root.
+    assert!(!tmp.path().join("newdir").exists());
+    assert!(!tmp.path().join("etc/newdir").exists());
+    assert_eq!(std::fs::read_to_string(tmp.path().join("etc/passwd")).unwrap(), "host secret");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("data/registry.db")).unwrap(), "registry");
+    hello_still_works().await;
+}
+
+#[tokio::test]
+async fn a_grant_directory_swapped_for_a_link_after_the_check_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("files");
+    std::fs::create_dir_all(root.join("shared/b")).unwrap();
+    std::fs::write(tmp.path().join("secret.txt"), "outside").unwrap();
+    let manifest = "[module]\nname = \"tenant-b\"\nversion = \"0.1.0\"\n[grants.fs]\n\"/b\" = { host = \"shared/b\", access = \"read-write\" }\n[config]\nop = \"write\"\npath = \"/b/secret.txt\"\n";
+    let (module, audit) = load_under_root("fs-probe", manifest, &root).expect("loads");
+    module.run_task().await.expect("writes inside its grant");
+    assert!(root.join("shared/b/secret.txt").exists());
+
+    // Another tenant (read-write on `shared`) swaps b for a link up and out.
+    std::fs::remove_file(root.join("shared/b/secret.txt")).unwrap();
+    std::fs::remove_dir(root.join("shared/b")).unwrap();
+    std::os::unix::fs::symlink("../..", root.join("shared/b")).unwrap();
+
+    let err = module.run_task().await.expect_err("the swapped grant is refused");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("secret.txt")).unwrap(), "outside");
+    let denials = audit.events();
+    assert!(
+        denials.iter().any(|e| e.rule == "fs" && e.detail.contains("symlink")),
+        "fs denial audited: {denials:?}"
+    );
 }

@@ -22,9 +22,9 @@ async fn attack(attack: &str, limits: &str, extra_config: &str) -> RunError {
 }
 
 fn assert_limit(err: &RunError, name: &str) {
-    match err {
-        RunError::Limit(l) => assert_eq!(l.limit, name, "{err}"),
-        other => panic!("expected the {name} limit, got {other}"),
+    match err.limit() {
+        Some(l) => assert_eq!(l.limit, name, "{err}"),
+        None => panic!("expected the {name} limit, got {err}"),
     }
     assert!(
         err.to_string().contains(name),
@@ -110,6 +110,10 @@ async fn rate_limit_rejects_the_invocation_over_budget() {
     module.run_task().await.unwrap();
     let err = module.run_task().await.unwrap_err();
     assert_limit(&err, "rate");
+    assert!(
+        matches!(err, RunError::Refused(_)),
+        "refused before it ran: {err:?}"
+    );
     assert_eq!(audit.events().len(), 1);
 }
 

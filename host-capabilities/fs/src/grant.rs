@@ -1,10 +1,16 @@
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::walk;
+
 /// `[grants.fs]`: guest path → host directory.
 pub type FsGrants = BTreeMap<String, FsGrant>;
+
+/// The root a grant names when it names none (`<data-dir>/files` by default).
+pub const DEFAULT_ROOT: &str = "files";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -12,6 +18,9 @@ pub struct FsGrant {
     pub host: String,
     #[serde(default)]
     pub access: Access,
+    /// One of the server's `[fs] roots`; [`DEFAULT_ROOT`] when absent.
+    /// Only meaningful under `warden serve`.
+    pub root: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -28,17 +37,28 @@ pub enum HostPaths {
     /// `warden run` on a developer machine: relative paths are taken from the
     /// manifest's directory, absolute paths are allowed.
     RelativeTo(PathBuf),
-    /// The server: host paths must be relative and stay under this root, so an
-    /// uploaded manifest cannot grant itself `/etc`.
-    ConfinedTo(PathBuf),
+    /// The server: host paths are relative to one of the operator's roots
+    /// (name → directory) and are opened from it by handle, one component
+    /// at a time, never through a symlink.
+    Roots(BTreeMap<String, PathBuf>),
 }
 
-/// A grant checked against the host: the directory exists and is a directory.
+/// A grant checked against the host. Under [`HostPaths::Roots`] it is
+/// re-opened from its root for every instance ([`ResolvedDir::open`]), so a
+/// directory swapped for a symlink after the check is refused, not followed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedDir {
     pub guest: String,
-    pub host: PathBuf,
     pub access: Access,
+    place: Place,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// A developer's own path, opened as given.
+    Ambient(PathBuf),
+    /// `root` (trusted, the operator's) joined with `parts`, each a plain name.
+    UnderRoot { root: PathBuf, parts: Vec<String> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,41 +88,99 @@ impl FsGrant {
                 guest: guest.to_string(),
             });
         }
-        let host_err = |reason: &str| FsError::HostPath {
+        let host_err = |reason: String| FsError::HostPath {
             guest: guest.to_string(),
             host: self.host.clone(),
-            reason: reason.to_string(),
+            reason,
         };
-        let host = Path::new(&self.host);
-        let full = match paths {
-            HostPaths::RelativeTo(base) => base.join(host),
-            HostPaths::ConfinedTo(root) => {
-                let confined = host
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-                if !confined || self.host.is_empty() {
+        let place = match paths {
+            HostPaths::RelativeTo(base) => {
+                if self.root.is_some() {
                     return Err(host_err(
-                        "must be relative and stay inside the server's file root",
+                        "names a root; roots exist only under `warden serve`".into(),
                     ));
                 }
-                root.join(host)
+                Place::Ambient(base.join(&self.host))
+            }
+            HostPaths::Roots(roots) => {
+                let name = self.root.as_deref().unwrap_or(DEFAULT_ROOT);
+                let root = roots.get(name).ok_or_else(|| {
+                    let known: Vec<_> = roots.keys().map(String::as_str).collect();
+                    host_err(format!(
+                        "names the root {name:?}, which this server does not have (its [fs] roots: {})",
+                        known.join(", ")
+                    ))
+                })?;
+                let parts = plain_parts(&self.host).ok_or_else(|| {
+                    host_err("must be relative and stay inside the server's file root".into())
+                })?;
+                Place::UnderRoot {
+                    root: root.clone(),
+                    parts,
+                }
             }
         };
-        if self.access == Access::ReadWrite && !full.exists() {
-            std::fs::create_dir_all(&full)
-                .map_err(|e| host_err(&format!("could not be created: {e}")))?;
-        }
-        match std::fs::metadata(&full) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(host_err("is not a directory")),
-            Err(e) => return Err(host_err(&format!("is not usable: {e}"))),
-        }
-        Ok(ResolvedDir {
+        let dir = ResolvedDir {
             guest: guest.to_string(),
-            host: full,
             access: self.access,
+            place,
+        };
+        dir.open_checked(self.access == Access::ReadWrite)
+            .map_err(|reason| host_err(reason))?;
+        Ok(dir)
+    }
+}
+
+impl ResolvedDir {
+    /// The host directory, for messages.
+    pub fn host_display(&self) -> String {
+        match &self.place {
+            Place::Ambient(p) => p.display().to_string(),
+            Place::UnderRoot { root, parts } => root.join(parts.join("/")).display().to_string(),
+        }
+    }
+
+    /// Opens the directory for one instance: from its root, by handle, each
+    /// component refused if it is a symlink.
+    pub fn open(&self) -> Result<File, FsError> {
+        self.open_checked(false).map_err(|reason| FsError::Open {
+            guest: self.guest.clone(),
+            host: self.host_display(),
+            reason,
         })
     }
+
+    fn open_checked(&self, create: bool) -> Result<File, String> {
+        match &self.place {
+            Place::Ambient(path) => {
+                if create && !path.exists() {
+                    std::fs::create_dir_all(path)
+                        .map_err(|e| format!("could not be created: {e}"))?;
+                }
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err("is not a directory".into()),
+                    Err(e) => return Err(format!("is not usable: {e}")),
+                }
+                walk::open_ambient(path).map_err(|e| format!("is not usable: {e}"))
+            }
+            Place::UnderRoot { root, parts } => walk::open_beneath(root, parts, create),
+        }
+    }
+}
+
+/// The `Normal` components of a relative path, or None if it has any other
+/// kind (`..`, a root, a prefix) or none at all.
+fn plain_parts(host: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    for c in Path::new(host).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then_some(parts)
 }
 
 fn is_clean_absolute(p: &str) -> bool {
@@ -125,7 +203,12 @@ mod tests {
         FsGrant {
             host: host.into(),
             access,
+            root: None,
         }
+    }
+
+    fn roots(dir: &Path) -> HostPaths {
+        HostPaths::Roots([(DEFAULT_ROOT.to_string(), dir.to_path_buf())].into())
     }
 
     #[test]
@@ -146,17 +229,65 @@ mod tests {
     #[test]
     fn confined_host_paths_cannot_leave_the_root() {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = HostPaths::ConfinedTo(tmp.path().into());
-        for bad in ["/etc", "../x", "a/../../x", ""] {
+        let paths = roots(tmp.path());
+        for bad in ["/etc", "../x", "a/../../x", "", "."] {
             let err = grant(bad, Access::ReadWrite)
                 .resolve("/d", &paths)
                 .unwrap_err();
             assert!(matches!(err, FsError::HostPath { .. }), "{bad}: {err}");
         }
-        let ok = grant("mod/data", Access::ReadWrite)
+        grant("mod/data", Access::ReadWrite)
             .resolve("/d", &paths)
             .unwrap();
-        assert!(ok.host.starts_with(tmp.path()) && ok.host.is_dir());
+        assert!(tmp.path().join("mod/data").is_dir());
+    }
+
+    #[test]
+    fn a_grant_through_a_symlink_is_refused_even_one_that_stays_inside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("files");
+        std::fs::create_dir_all(root.join("a/real")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("a/up")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("a/inside")).unwrap();
+        let paths = roots(&root);
+        for (host, access) in [
+            ("a/up/etc", Access::ReadOnly),
+            ("a/up", Access::ReadOnly),
+            ("a/up/new", Access::ReadWrite),
+            ("a/inside", Access::ReadOnly),
+        ] {
+            let err = grant(host, access).resolve("/d", &paths).unwrap_err();
+            assert!(err.to_string().contains("symlink"), "{host}: {err}");
+        }
+        assert!(!tmp.path().join("new").exists());
+    }
+
+    #[test]
+    fn a_checked_grant_swapped_for_a_symlink_is_refused_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("files");
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        let dir = grant("b", Access::ReadOnly)
+            .resolve("/d", &roots(&root))
+            .unwrap();
+        dir.open().unwrap();
+        std::fs::remove_dir(root.join("b")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("b")).unwrap();
+        let err = dir.open().unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn unknown_roots_and_roots_outside_serve_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut g = grant("x", Access::ReadWrite);
+        g.root = Some("media".into());
+        let err = g.resolve("/d", &roots(tmp.path())).unwrap_err();
+        assert!(err.to_string().contains("\"media\""), "{err}");
+        let err = g
+            .resolve("/d", &HostPaths::RelativeTo(tmp.path().into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("warden serve"), "{err}");
     }
 
     #[test]
@@ -165,6 +296,10 @@ mod tests {
         let paths = HostPaths::RelativeTo(tmp.path().into());
         let err = grant("missing", Access::ReadOnly)
             .resolve("/d", &paths)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        let err = grant("missing", Access::ReadOnly)
+            .resolve("/d", &roots(tmp.path()))
             .unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }

@@ -18,6 +18,9 @@ use warden_sql::SqlGrant;
 
 pub use warden_capability::{ByteSize, HumanDuration, Rate};
 
+/// `[[cron]]` entries a module may have.
+pub const MAX_CRON: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -59,6 +62,8 @@ pub struct LimitsSpec {
     pub max_handles: Option<u32>,
     /// Bytes the host hands back per invocation (results, return values).
     pub max_output: Option<ByteSize>,
+    /// Longest wait for a free instance before the call is refused.
+    pub queue_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,7 +222,13 @@ impl Manifest {
                 format!("{:?} must be a path prefix starting with /", http.route),
             ));
         }
-        for (i, c) in self.cron.iter().enumerate() {
+        if self.cron.len() > MAX_CRON {
+            p.push(ManifestError::new(
+                "cron",
+                format!("at most {MAX_CRON} schedules per module"),
+            ));
+        }
+        for (i, c) in self.cron.iter().enumerate().take(MAX_CRON) {
             if let Err(e) = crate::server::cron::parse_schedule(&c.schedule) {
                 p.push(ManifestError::new(format!("cron[{i}].schedule"), e));
             }

@@ -179,3 +179,14 @@ fn subscriptions_consume_only_what_a_grant_on_their_backend_allows() {
     let p = paths("[grants.amqp.bus]\nbackend = \"r\"\ndeclare = [\"\"]\n");
     assert!(p[0].starts_with("grants.amqp.bus: declare"), "{p:?}");
 }
+
+#[test]
+fn cron_schedules_that_never_fire_are_refused() {
+    for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+        let e = &errors(&format!("[[cron]]\nschedule = \"{never}\"\n"))[0];
+        assert_eq!(e.path, "cron[0].schedule", "{never}");
+        assert!(e.message.contains("no occurrence"), "{never}: {e}");
+    }
+    // Rare but real: the 29th of February.
+    Manifest::parse(&format!("{MINIMAL}[[cron]]\nschedule = \"0 0 29 2 *\"\n")).unwrap();
+}

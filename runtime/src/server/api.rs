@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Tokens;
+use super::auth::{Caller, Tokens};
 use super::node::{Node, NodeError, Transition};
 use super::openapi;
 use super::registry::RegistryError;
@@ -43,8 +43,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/modules", post(upload))
         .route("/v1/modules/{name}/activate", post(activate))
         .route("/v1/modules/{name}/{action}", post(transition))
-        .route("/v1/modules/{name}", axum::routing::delete(delete))
         .route_layer(middleware::from_fn_with_state(api.clone(), deployer_only));
+    let admin = Router::new()
+        .route("/v1/modules/{name}", axum::routing::delete(delete))
+        .route("/v1/tokens", get(tokens))
+        .route_layer(middleware::from_fn_with_state(api.clone(), admin_only));
     Router::new()
         .route(
             "/v1/openapi.json",
@@ -52,6 +55,7 @@ pub fn router(api: Arc<Api>) -> Router {
         )
         .merge(viewer)
         .merge(deployer)
+        .merge(admin)
         .layer(DefaultBodyLimit::max(max_upload))
         .with_state(api)
 }
@@ -80,6 +84,7 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m, vec![]),
             NodeError::Conflict(m) => ApiError(StatusCode::CONFLICT, m, vec![]),
             NodeError::Unavailable(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m, vec![]),
+            NodeError::Forbidden(m) => ApiError(StatusCode::FORBIDDEN, m, vec![]),
         }
     }
 }
@@ -96,7 +101,13 @@ async fn deployer_only(state: Shared, req: Request, next: Next) -> Response {
     authorize(state, req, next, Role::Deployer).await
 }
 
-async fn authorize(State(api): Shared, req: Request, next: Next, needed: Role) -> Response {
+async fn admin_only(state: Shared, req: Request, next: Next) -> Response {
+    authorize(state, req, next, Role::Admin).await
+}
+
+/// Checks the bearer token's role, then hands the [`Caller`] to the handler
+/// (which checks its module scope).
+async fn authorize(State(api): Shared, mut req: Request, next: Next, needed: Role) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -108,14 +119,34 @@ async fn authorize(State(api): Shared, req: Request, next: Next, needed: Role) -
             vec![],
         )
         .into_response(),
-        Some((name, role)) if role < needed => ApiError(
+        Some(c) if c.role < needed => ApiError(
             StatusCode::FORBIDDEN,
-            format!("token {name:?} has role {role:?}; this needs {needed:?}").to_lowercase(),
+            format!("token {:?} has role {:?}; this needs {needed:?}", c.name, c.role)
+                .to_lowercase(),
             vec![],
         )
         .into_response(),
-        Some(_) => next.run(req).await,
+        Some(c) => {
+            req.extensions_mut().insert(c.clone());
+            next.run(req).await
+        }
     }
+}
+
+/// Refuses a module outside the caller's `modules` scope.
+fn in_scope(caller: &Caller, module: &str) -> Result<(), ApiError> {
+    if caller.may(module) {
+        return Ok(());
+    }
+    Err(ApiError(
+        StatusCode::FORBIDDEN,
+        format!(
+            "token {:?} may not act on module {module:?} (its modules: {})",
+            caller.name,
+            caller.modules.as_deref().unwrap_or_default().join(", ")
+        ),
+        vec![],
+    ))
 }
 
 #[derive(Deserialize)]
@@ -126,6 +157,7 @@ struct UploadQuery {
 
 async fn upload(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<UploadQuery>,
     mut form: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -168,7 +200,7 @@ async fn upload(
             problems,
         ));
     };
-    let (uploaded, module) = api.node.upload(&component, &manifest).await?;
+    let (uploaded, module) = api.node.upload(&component, &manifest, &caller).await?;
     if q.activate {
         api.node.activate_uploaded(&uploaded, module).await?;
     }
@@ -184,10 +216,14 @@ async fn upload(
     ))
 }
 
-async fn list(State(api): Shared) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let records = api.node.registry.modules().await?;
     let modules: Vec<Value> = records
         .into_iter()
+        .filter(|r| caller.may(&r.name))
         .map(|r| {
             let in_flight = api
                 .node
@@ -206,15 +242,26 @@ async fn list(State(api): Shared) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "modules": modules })))
 }
 
-async fn detail(State(api): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn detail(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    in_scope(&caller, &name)?;
     let record = api.node.registry.module(&name).await?;
     let versions = api.node.registry.versions(&name).await?;
     let active = record
         .active_version
         .as_ref()
         .and_then(|v| versions.iter().find(|r| &r.version == v));
-    let manifest = active.and_then(|a| crate::manifest::Manifest::parse(&a.manifest).ok());
     let live = api.node.deployments.get(&name).and_then(|d| d.current());
+    // The loaded version's manifest was parsed once, at load; only a version
+    // this node has not loaded is parsed here, off the runtime.
+    let manifest = match (&live, active) {
+        (Some(v), Some(a)) if v.version == a.version => Some(v.module.manifest().clone()),
+        (_, Some(a)) => super::node::parse_manifest(&a.manifest).await.ok(),
+        (_, None) => None,
+    };
     Ok(Json(json!({
         "name": record.name,
         "state": record.state,
@@ -235,7 +282,12 @@ async fn detail(State(api): Shared, Path(name): Path<String>) -> Result<Json<Val
     })))
 }
 
-async fn versions(State(api): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn versions(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    in_scope(&caller, &name)?;
     api.node.registry.module(&name).await?;
     let versions = api.node.registry.versions(&name).await?;
     Ok(Json(json!({ "versions": versions })))
@@ -248,9 +300,11 @@ struct ActivateBody {
 
 async fn activate(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<ActivateBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    in_scope(&caller, &name)?;
     let Json(body) =
         body.map_err(|e| bad_request(format!("expected {{\"version\": \"...\"}}: {e}")))?;
     api.node.activate(&name, &body.version).await?;
@@ -261,8 +315,10 @@ async fn activate(
 
 async fn transition(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    in_scope(&caller, &name)?;
     let t = match action.as_str() {
         "pause" => Transition::Pause,
         "resume" => Transition::Resume,
@@ -279,12 +335,22 @@ async fn transition(
     Ok(Json(json!({"module": name, "state": state})))
 }
 
-async fn delete(State(api): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    in_scope(&caller, &name)?;
     api.node.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn health(State(api): Shared, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn health(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    in_scope(&caller, &name)?;
     let record = api.node.registry.module(&name).await?;
     let live = api.node.deployments.get(&name).and_then(|d| d.serving());
     let serving = live.is_some();
@@ -367,8 +433,12 @@ async fn backends(State(api): Shared) -> Json<Value> {
 
 async fn audit(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(module) = q.get("module") {
+        in_scope(&caller, module)?;
+    }
     let since = match q.get("since") {
         None => 0,
         Some(s) => s
@@ -387,8 +457,27 @@ async fn audit(
         .node
         .registry
         .audit(q.get("module").map(String::as_str), since, limit)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|e| caller.may(&e.module))
+        .collect::<Vec<_>>();
     Ok(Json(json!({ "events": events })))
+}
+
+/// The configured tokens: names, roles, scopes, quotas and what each has
+/// stored. Never the secrets (only hashes are configured).
+async fn tokens(State(api): Shared) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for t in api.tokens.all() {
+        out.push(json!({
+            "name": t.name,
+            "role": format!("{:?}", t.role).to_lowercase(),
+            "modules": t.modules,
+            "quota": t.quota,
+            "stored": api.node.registry.stored_by(&t.name).await?,
+        }));
+    }
+    Ok(Json(json!({ "tokens": out })))
 }
 
 async fn metrics(State(api): Shared) -> impl IntoResponse {

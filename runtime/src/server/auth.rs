@@ -9,7 +9,29 @@ use sha2::{Digest, Sha256};
 use crate::host_config::{Role, TokenConfig};
 
 pub struct Tokens {
-    known: Vec<(String, [u8; 32], Role)>,
+    known: Vec<([u8; 32], Caller)>,
+}
+
+/// Who is calling the API: the token's name, role and limits.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    /// Module-name globs; None: every module.
+    pub modules: Option<Vec<String>>,
+    /// Storage quota in bytes for the versions it uploads.
+    pub quota: Option<u64>,
+}
+
+impl Caller {
+    /// Whether this token may see and act on module `name`.
+    pub fn may(&self, name: &str) -> bool {
+        self.modules.as_ref().is_none_or(|globs| {
+            globs
+                .iter()
+                .any(|g| warden_capability::glob_matches(g, name))
+        })
+    }
 }
 
 pub fn sha256_hex(token: &str) -> String {
@@ -29,7 +51,19 @@ impl Tokens {
                         t.name
                     )
                 })?;
-            known.push((t.name.clone(), hash, t.role));
+            if let Some(globs) = &t.modules {
+                warden_capability::check_globs(globs)
+                    .map_err(|e| format!("server.tokens[{i}] ({}): modules: {e}", t.name))?;
+            }
+            known.push((
+                hash,
+                Caller {
+                    name: t.name.clone(),
+                    role: t.role,
+                    modules: t.modules.clone(),
+                    quota: t.quota.map(|q| q.0),
+                },
+            ));
         }
         Ok(Self { known })
     }
@@ -53,18 +87,25 @@ impl Tokens {
             name: "local-admin".into(),
             sha256: sha256_hex(&token),
             role: Role::Admin,
+            modules: None,
+            quota: None,
         }])?;
         Ok((tokens, file))
     }
 
-    /// The name and role of the token in an `Authorization` header value.
-    pub fn check(&self, authorization: Option<&str>) -> Option<(&str, Role)> {
+    /// The caller whose token is in an `Authorization` header value.
+    pub fn check(&self, authorization: Option<&str>) -> Option<&Caller> {
         let token = authorization?.strip_prefix("Bearer ")?.trim();
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.known
             .iter()
-            .find(|(_, known, _)| *known == hash)
-            .map(|(name, _, role)| (name.as_str(), *role))
+            .find(|(known, _)| *known == hash)
+            .map(|(_, caller)| caller)
+    }
+
+    /// Every configured token (never the secrets).
+    pub fn all(&self) -> impl Iterator<Item = &Caller> {
+        self.known.iter().map(|(_, c)| c)
     }
 }
 

@@ -22,17 +22,36 @@ pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
             "{schedule:?} must have 5 fields (min hour day month weekday), or 6 with seconds first"
         ));
     }
-    CronParser::builder()
+    let cron = CronParser::builder()
         .year(Year::Disallowed)
         .build()
         .parse(schedule)
-        .map_err(|e| format!("{schedule:?}: {e}"))
+        .map_err(|e| format!("{schedule:?}: {e}"))?;
+    // `0 0 30 2 *` parses but never fires: refuse it instead of scheduling
+    // a run that is never (or, worse, always) due.
+    let now = Utc::now();
+    match next_after(&cron, &now) {
+        Some(next) if next - now <= chrono::Duration::days(HORIZON_DAYS) => Ok(cron),
+        _ => Err(format!(
+            "{schedule:?} has no occurrence in the next {} years",
+            HORIZON_DAYS / 365
+        )),
+    }
+}
+
+/// How far ahead a schedule must have a run to be accepted.
+const HORIZON_DAYS: i64 = 4 * 365 + 1;
+
+/// The next run after `now`; None when the schedule has none (croner gives
+/// up searching after some years).
+fn next_after(cron: &Cron, now: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(now, false).ok()
 }
 
 /// Runs until the process ends.
 pub async fn run_scheduler(node: Arc<Node>) {
     // (module, schedule index) → when it is next due
-    let mut next: HashMap<(String, usize), DateTime<Utc>> = HashMap::new();
+    let mut next: HashMap<(String, usize), Option<DateTime<Utc>>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -46,13 +65,18 @@ pub async fn run_scheduler(node: Arc<Node>) {
             for (i, (schedule, cron)) in version.schedules.iter().enumerate() {
                 let key = (deployed.name.clone(), i);
                 seen.insert(key.clone());
-                let due = *next
+                // No next occurrence is "never", not "now".
+                let Some(due) = next
                     .entry(key.clone())
-                    .or_insert_with(|| cron.find_next_occurrence(&now, false).unwrap_or(now));
+                    .or_insert_with(|| next_after(cron, &now))
+                    .to_owned()
+                else {
+                    continue;
+                };
                 if now < due {
                     continue;
                 }
-                next.insert(key, cron.find_next_occurrence(&now, false).unwrap_or(now));
+                next.insert(key, next_after(cron, &now));
                 let Ok(guard) = deployed.cron_running.clone().try_lock_owned() else {
                     tracing::warn!(module = %deployed.name, schedule = %schedule, "cron run skipped: the previous run is still going");
                     node.audit.record(NewAudit {

@@ -270,15 +270,6 @@ impl Deployments {
         }
     }
 
-    /// Another module that has `route` installed, if any.
-    pub fn route_owner(&self, route: &str, except: &str) -> Option<String> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        routes
-            .get(normalize(route))
-            .filter(|d| d.name != except)
-            .map(|d| d.name.clone())
-    }
-
     /// Changes whenever an installed version changes.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
@@ -328,7 +319,8 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
         .chain((path != "/").then_some("/"))
 }
 
-fn normalize(route: &str) -> &str {
+/// A route without its trailing slashes (`/` stays `/`).
+pub fn normalize(route: &str) -> &str {
     let trimmed = route.trim_end_matches('/');
     if trimmed.is_empty() { "/" } else { trimmed }
 }

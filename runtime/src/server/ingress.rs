@@ -74,7 +74,8 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
         }
         Err(e) => {
             let status = match &e {
-                RunError::Limit(l) if l.limit == "rate" => StatusCode::TOO_MANY_REQUESTS,
+                RunError::Refused(l) if l.limit == "rate" => StatusCode::TOO_MANY_REQUESTS,
+                RunError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
                 RunError::Limit(l) if l.limit == "timeout" => StatusCode::GATEWAY_TIMEOUT,
                 RunError::Failed(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

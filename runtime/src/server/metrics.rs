@@ -39,6 +39,7 @@ struct Histogram {
 pub fn outcome(result: &Result<(), &RunError>) -> String {
     match result {
         Ok(()) => "ok".into(),
+        Err(RunError::Refused(l)) => format!("refused:{}", l.limit),
         Err(RunError::Limit(l)) => format!("limit:{}", l.limit),
         Err(RunError::Trap(_)) => "trap".into(),
         Err(RunError::Failed(_)) => "failed".into(),

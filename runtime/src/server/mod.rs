@@ -41,9 +41,14 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-    let files = data_dir.join("files");
-    std::fs::create_dir_all(&files)
-        .map_err(|e| format!("cannot create {}: {e}", files.display()))?;
+    let mut fs_roots = config.fs.roots.clone();
+    fs_roots
+        .entry(warden_fs::DEFAULT_ROOT.into())
+        .or_insert_with(|| data_dir.join("files"));
+    for (name, root) in &fs_roots {
+        std::fs::create_dir_all(root)
+            .map_err(|e| format!("cannot create fs.roots.{name} {}: {e}", root.display()))?;
+    }
     // The embedded default: every node has a local SQLite database.
     config
         .sql
@@ -68,6 +73,8 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let engine = WardenEngine::new(EngineOptions {
         cache_dir: Some(data_dir.join("compiled")),
+        compile_limits: config.server.compile_limits(),
+        compile_worker: crate::cli::compile_worker(),
         ..EngineOptions::default()
     })
     .map_err(|e| format!("engine: {e:#}"))?;
@@ -83,7 +90,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         engine,
         linker,
         backends,
-        files,
+        fs_roots,
     };
     // In the background: a broker that is slow or down must not hold up the
     // node (sends and consumers say so, and retry).
@@ -112,6 +119,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let started = std::time::Instant::now();
     node.reconcile_all().await.map_err(|e| e.to_string())?;
     node.consumers.reconcile(&node);
+    adopt_routes(&node).await;
     report_shared_credentials(&node);
     let loaded = node
         .deployments
@@ -159,6 +167,22 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     // What the last requests recorded must reach the registry.
     node.audit.flush().await;
     a.and(i).map_err(|e| format!("server: {e}"))
+}
+
+/// Claims in the registry the routes of modules activated before routes
+/// were claimed there (older registries).
+async fn adopt_routes(node: &Node) {
+    for deployed in node.deployments.all() {
+        let Some(version) = deployed.current() else {
+            continue;
+        };
+        if let Some(http) = &version.module.manifest().http {
+            let route = deployments::normalize(&http.route);
+            if let Err(e) = node.registry.adopt_route(&deployed.name, route).await {
+                tracing::warn!(module = %deployed.name, "cannot record route {route}: {e}");
+            }
+        }
+    }
 }
 
 /// Warns about SQL credentials that several loaded modules share: the

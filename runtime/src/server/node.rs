@@ -2,6 +2,7 @@
 //! loads what it says into [`Deployments`] and keeps them in step
 //! (`reconcile`), so a change made through any node reaches every node.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use wasmtime::component::Linker;
 use super::audit::AuditLog;
 use super::deployments::{self, Deployed, Deployments, Version};
 use super::metrics::{Metrics, outcome};
-use super::registry::{ModuleRecord, ModuleState, NewAudit, Registry, RegistryError};
+use super::registry::{ModuleRecord, ModuleState, NewAudit, Registry, RegistryError, Uploader};
 use crate::engine::WardenEngine;
 use crate::error::{LoadError, RunError};
 use crate::host_config::ServerConfig;
@@ -38,6 +39,9 @@ pub enum NodeError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's token may not do this (scope, quota).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<RegistryError> for NodeError {
@@ -46,6 +50,7 @@ impl From<RegistryError> for NodeError {
             RegistryError::NotFound(m) => NodeError::NotFound(m),
             RegistryError::Conflict(m) => NodeError::Conflict(m),
             RegistryError::Unavailable(m) => NodeError::Unavailable(m),
+            RegistryError::Quota(m) => NodeError::Forbidden(m),
         }
     }
 }
@@ -55,8 +60,8 @@ pub struct Host {
     pub engine: WardenEngine,
     pub linker: Linker<StoreState>,
     pub backends: Backends,
-    /// Root of the files `[grants.fs]` may name.
-    pub files: PathBuf,
+    /// `[fs] roots`: the directories `[grants.fs]` may name paths beneath.
+    pub fs_roots: BTreeMap<String, PathBuf>,
 }
 
 pub struct Node {
@@ -96,7 +101,7 @@ impl Node {
         let cx = LoadContext {
             engine: &self.host.engine,
             linker: &self.host.linker,
-            host_paths: HostPaths::ConfinedTo(self.host.files.clone()),
+            host_paths: HostPaths::Roots(self.host.fs_roots.clone()),
             defaults: &Limits::default(),
             audit: self.audit.for_version(&version),
             backends: &self.host.backends,
@@ -114,12 +119,13 @@ impl Node {
         &self,
         bytes: &[u8],
         manifest_text: &str,
+        caller: &super::auth::Caller,
     ) -> Result<(Uploaded, LoadedModule), NodeError> {
-        let manifest = match Manifest::parse(manifest_text) {
+        let manifest = match parse_manifest(manifest_text).await {
             Ok(m) => m,
-            Err(errs) => {
+            Err(problems) => {
                 // Report the component's own problems in the same answer.
-                let mut problems: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                let mut problems = problems;
                 if let Err(e) = tokio::task::block_in_place(|| self.host.engine.compile(bytes)) {
                     problems.push(e.to_string());
                 }
@@ -130,6 +136,15 @@ impl Node {
             manifest.module.name.clone(),
             manifest.module.version.clone(),
         );
+        // Before compiling: a token cannot make the host work for a module
+        // it may not deploy.
+        if !caller.may(&name) {
+            return Err(NodeError::Forbidden(format!(
+                "token {:?} may not deploy module {name:?} (its modules: {})",
+                caller.name,
+                caller.modules.as_deref().unwrap_or_default().join(", ")
+            )));
+        }
         // Compiling takes a while: keep this worker's other tasks moving.
         let module = tokio::task::block_in_place(|| self.load(bytes, manifest));
         let module = module.map_err(|e| match e {
@@ -140,7 +155,17 @@ impl Node {
         let sha256 = module.sha256().to_string();
         let stored = self
             .registry
-            .put_version(&name, &version, &sha256, manifest_text, bytes)
+            .put_version(
+                &name,
+                &version,
+                &sha256,
+                manifest_text,
+                bytes,
+                Some(&Uploader {
+                    token: &caller.name,
+                    quota: caller.quota,
+                }),
+            )
             .await?;
         if stored {
             self.audit.record(NewAudit {
@@ -183,20 +208,25 @@ impl Node {
         version: &str,
         module: LoadedModule,
     ) -> Result<(), NodeError> {
-        if let Some(route) = module.manifest().http.as_ref().map(|h| &h.route)
-            && let Some(owner) = self.deployments.route_owner(route, name)
-        {
-            return Err(NodeError::Conflict(format!(
-                "route {route} is already served by module {owner}"
-            )));
-        }
+        let route = module
+            .manifest()
+            .http
+            .as_ref()
+            .map(|h| deployments::normalize(&h.route).to_string());
         let deployed = self.deployments.entry(name, ModuleState::Uploaded);
         let _changing = deployed.changing.lock().await;
         let loaded = prepare(name, version, module).await?;
         let _write = deployed.local_write();
-        self.registry
-            .set_state(name, ModuleState::Active, Some(version))
-            .await?;
+        // The route claim and the state change are one registry
+        // transaction: of concurrent activations on one route, one wins.
+        if let Err(e) = self
+            .registry
+            .activate(name, version, route.as_deref(), self.config.allow_nested_routes)
+            .await
+        {
+            retire(Some(loaded));
+            return Err(e.into());
+        }
         let previous = self.deployments.install(&deployed, Some(loaded));
         deployed.set_state(ModuleState::Active);
         let was = previous.as_ref().map(|v| v.version.clone());
@@ -267,8 +297,9 @@ impl Node {
     async fn load_version(&self, name: &str, version: &str) -> Result<LoadedModule, NodeError> {
         let record = self.registry.version(name, version).await?;
         let bytes = self.registry.blob(&record.sha256).await?;
-        let manifest = Manifest::parse(&record.manifest)
-            .map_err(|e| NodeError::Invalid(e.iter().map(|e| e.to_string()).collect()))?;
+        let manifest = parse_manifest(&record.manifest)
+            .await
+            .map_err(NodeError::Invalid)?;
         tokio::task::block_in_place(|| self.load(&bytes, manifest))
             .map_err(|e| NodeError::Invalid(vec![e.to_string()]))
     }
@@ -368,6 +399,11 @@ impl Node {
                 // The guest ran and answered with an error: not a sandbox failure.
                 tracing::info!(module = %name, trigger, "guest returned an error: {msg}");
             }
+            Err(RunError::Refused(l)) => {
+                // Nothing ran: backpressure is never the module's failure,
+                // or anonymous callers could take it down with a burst.
+                tracing::debug!(module = %name, trigger, "refused: {l}");
+            }
             Err(e) => {
                 tracing::warn!(module = %name, trigger, "{e}");
                 if deployed.failed_once(self.config.failure_threshold) {
@@ -395,6 +431,25 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// How long parsing and validating one manifest may take.
+const MANIFEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Parses a manifest on the blocking pool under a deadline: validation
+/// (schemas, cron searches) is CPU work that must not stall the runtime.
+pub async fn parse_manifest(text: &str) -> Result<Manifest, Vec<String>> {
+    let text = text.to_string();
+    let work = tokio::task::spawn_blocking(move || Manifest::parse(&text));
+    match tokio::time::timeout(MANIFEST_DEADLINE, work).await {
+        Ok(Ok(Ok(m))) => Ok(m),
+        Ok(Ok(Err(errs))) => Err(errs.iter().map(|e| e.to_string()).collect()),
+        Ok(Err(e)) => Err(vec![format!("manifest: validation failed: {e}")]),
+        Err(_) => Err(vec![format!(
+            "manifest: validation took longer than {}s",
+            MANIFEST_DEADLINE.as_secs()
+        )]),
     }
 }
 

@@ -35,8 +35,14 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "delete",
         path: "/v1/modules/{name}",
-        role: Some(Role::Deployer),
-        summary: "Delete a module and its versions.",
+        role: Some(Role::Admin),
+        summary: "Delete a module and its versions (admin only).",
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/tokens",
+        role: Some(Role::Admin),
+        summary: "Configured tokens: name, role, module scope, storage quota and bytes stored (admin only; never the secrets).",
     },
     RouteDoc {
         method: "get",

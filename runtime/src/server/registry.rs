@@ -20,6 +20,15 @@ pub enum RegistryError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// A per-token storage quota would be exceeded.
+    #[error("{0}")]
+    Quota(String),
+}
+
+/// The token storing a version, and its storage quota in bytes.
+pub struct Uploader<'a> {
+    pub token: &'a str,
+    pub quota: Option<u64>,
 }
 
 impl From<sqlx::Error> for RegistryError {
@@ -125,18 +134,32 @@ pub fn now_ms() -> i64 {
 }
 
 fn migrator(postgres: bool) -> Migrator {
-    let sql = if postgres {
-        include_str!("../../migrations/postgres/0001_registry.sql")
+    let steps: [(&str, &str); 2] = if postgres {
+        [
+            ("registry", include_str!("../../migrations/postgres/0001_registry.sql")),
+            ("routes and owners", include_str!("../../migrations/postgres/0002_routes_and_owners.sql")),
+        ]
     } else {
-        include_str!("../../migrations/sqlite/0001_registry.sql")
+        [
+            ("registry", include_str!("../../migrations/sqlite/0001_registry.sql")),
+            ("routes and owners", include_str!("../../migrations/sqlite/0002_routes_and_owners.sql")),
+        ]
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("registry"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        steps
+            .into_iter()
+            .zip(1..)
+            .map(|((name, sql), version)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Registry {
@@ -194,6 +217,7 @@ impl Registry {
         sha256: &str,
         manifest: &str,
         bytes: &[u8],
+        uploader: Option<&Uploader<'_>>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         if let Some(row) =
@@ -211,6 +235,27 @@ impl Registry {
                 "{module} {version} is already stored with a different component or manifest; versions are immutable, bump [module] version"
             )));
         }
+        if let Some(u) = uploader
+            && let Some(quota) = u.quota
+        {
+            let used: i64 = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM versions WHERE uploaded_by = $1",
+            )
+            .bind(u.token)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            let used = used.max(0) as u64;
+            if used + bytes.len() as u64 > quota {
+                return Err(RegistryError::Quota(format!(
+                    "token {:?} has stored {} of its {} storage quota; this component needs {} more (delete old versions or modules)",
+                    u.token,
+                    warden_capability::ByteSize(used),
+                    warden_capability::ByteSize(quota),
+                    warden_capability::ByteSize(bytes.len() as u64)
+                )));
+            }
+        }
         let now = now_ms();
         sqlx::query(
             "INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
@@ -227,13 +272,15 @@ impl Registry {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO versions (module, version, sha256, manifest, uploaded_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO versions (module, version, sha256, manifest, uploaded_at, uploaded_by, size) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(module)
         .bind(version)
         .bind(sha256)
         .bind(manifest)
         .bind(now)
+        .bind(uploader.map(|u| u.token))
+        .bind(bytes.len() as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -316,12 +363,115 @@ impl Registry {
         if done.rows_affected() == 0 {
             return Err(RegistryError::NotFound(format!("no module named {name:?}")));
         }
+        if state == ModuleState::Stopped {
+            sqlx::query("DELETE FROM routes WHERE module = $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+        }
         self.notify(name).await
+    }
+
+    /// Makes `version` active and claims `route` for `name` in one
+    /// transaction, so concurrent activations (on any node) cannot both own
+    /// a route. A route nested under another module's (or holding another
+    /// module's under it) is refused unless `allow_nested`.
+    pub async fn activate(
+        &self,
+        name: &str,
+        version: &str,
+        route: Option<&str>,
+        allow_nested: bool,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres_url.is_some() {
+            // Nesting is a check across rows: one claimer at a time.
+            sqlx::query("LOCK TABLE routes IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM routes WHERE module = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(route) = route {
+            let others = sqlx::query("SELECT route, module FROM routes")
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &others {
+                let (theirs, owner): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                if let Some(problem) = route_clash(route, &theirs, &owner, allow_nested) {
+                    return Err(RegistryError::Conflict(problem));
+                }
+            }
+            sqlx::query("INSERT INTO routes (route, module) VALUES ($1, $2)")
+                .bind(route)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        RegistryError::Conflict(format!("route {route} was just claimed by another module"))
+                    }
+                    _ => e.into(),
+                })?;
+        }
+        let done = sqlx::query(
+            "UPDATE modules SET state = 'active', active_version = $1, updated_at = $2 WHERE name = $3",
+        )
+        .bind(version)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(RegistryError::NotFound(format!("no module named {name:?}")));
+        }
+        tx.commit().await?;
+        self.notify(name).await
+    }
+
+    /// Records the route of a module that was active before routes were
+    /// claimed in the registry; an existing claim is left alone.
+    pub async fn adopt_route(&self, name: &str, route: &str) -> Result<()> {
+        sqlx::query("INSERT INTO routes (route, module) VALUES ($1, $2) ON CONFLICT (route) DO NOTHING")
+            .bind(route)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The module owning each claimed route.
+    pub async fn routes(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT route, module FROM routes ORDER BY route")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Storage used by the versions a token uploaded, in bytes.
+    pub async fn stored_by(&self, token: &str) -> Result<u64> {
+        let used: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM versions WHERE uploaded_by = $1",
+        )
+        .bind(token)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(used.max(0) as u64)
     }
 
     /// Removes a module and its versions; components no other version uses go too.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM routes WHERE module = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM versions WHERE module = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -408,4 +558,45 @@ fn version_record(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
         manifest: row.try_get(3)?,
         uploaded_at: row.try_get(4)?,
     })
+}
+
+/// Why `route` cannot be claimed beside `theirs` (owned by `owner`), if it cannot.
+fn route_clash(route: &str, theirs: &str, owner: &str, allow_nested: bool) -> Option<String> {
+    if route == theirs {
+        return Some(format!("route {route} is already served by module {owner}"));
+    }
+    if allow_nested {
+        return None;
+    }
+    let under = |inner: &str, outer: &str| {
+        outer == "/"
+            || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+    };
+    if under(route, theirs) {
+        Some(format!(
+            "route {route} is nested under {theirs} of module {owner}; the server does not allow nested routes (server.allow-nested-routes)"
+        ))
+    } else if under(theirs, route) {
+        Some(format!(
+            "route {route} would take in {theirs} of module {owner}; the server does not allow nested routes (server.allow-nested-routes)"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_clash;
+
+    #[test]
+    fn routes_clash_when_equal_and_nested_unless_allowed() {
+        assert!(route_clash("/a", "/a", "m", true).is_some());
+        assert!(route_clash("/hello/admin", "/hello", "m", false).unwrap().contains("nested under"));
+        assert!(route_clash("/hello", "/hello/admin", "m", false).unwrap().contains("take in"));
+        assert!(route_clash("/x", "/", "m", false).is_some());
+        assert!(route_clash("/hello/admin", "/hello", "m", true).is_none());
+        assert!(route_clash("/helloworld", "/hello", "m", false).is_none());
+        assert!(route_clash("/b", "/a", "m", false).is_none());
+    }
 }
