@@ -7,6 +7,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+#[derive(Clone)]
 pub struct Client {
     /// `host:port` of the admin listener.
     authority: String,

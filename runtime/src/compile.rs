@@ -181,10 +181,13 @@ pub fn compile_in_worker(
     Err(LoadError::Invalid(format!(
         "too large to compile: compilation needed more than the limit of {} of memory ({status}{})",
         crate::manifest::ByteSize(limits.memory),
-        if said.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", said.lines().last().unwrap_or_default())
+        match said
+            .lines()
+            .find(|l| l.contains("memory allocation"))
+            .or_else(|| said.lines().last())
+        {
+            Some(line) => format!(": {line}"),
+            None => String::new(),
         }
     )))
 }

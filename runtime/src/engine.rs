@@ -228,7 +228,11 @@ fn base_config(max_wasm_stack: usize) -> Config {
 /// The compile worker's engine: the shared settings, no instance pool
 /// (it never instantiates) and no epoch ticker.
 pub(crate) fn compile_only_engine(max_wasm_stack: usize) -> wasmtime::Result<Engine> {
-    Engine::new(&base_config(max_wasm_stack))
+    let mut config = base_config(max_wasm_stack);
+    // One thread: an upload's compile takes one core of the host, and its
+    // memory is one thread's.
+    config.parallel_compilation(false);
+    Engine::new(&config)
 }
 
 fn store_cached(component: &Component, path: &Path) -> std::io::Result<()> {

@@ -73,6 +73,23 @@ pub struct ServerConfig {
     /// module is marked `failed` and stops serving.
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
+    /// Time a client has to send a request's headers (also how long an
+    /// idle keep-alive connection stays open), on both listeners.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// Time an ingress client has to send a request body.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: HumanDuration,
+    /// Connections open at once, per listener; more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Ingress connections open at once from one client IP.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Request body bytes the ingress holds at once across all requests;
+    /// beyond it requests are answered 503 instead of buffered.
+    #[serde(default = "default_body_budget")]
+    pub body_budget: ByteSize,
     /// Let a module's `[http] route` sit under another module's (`/a/b`
     /// under `/a`). Off: a tenant cannot take over part of another's tree.
     #[serde(default)]
@@ -120,6 +137,11 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             max_upload: default_max_upload(),
             failure_threshold: default_failure_threshold(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            body_budget: default_body_budget(),
             allow_nested_routes: false,
             compile_memory: default_compile_memory(),
             compile_timeout: default_compile_timeout(),
@@ -151,6 +173,26 @@ fn default_failure_threshold() -> u32 {
     5
 }
 
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+fn default_body_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_connections_per_ip() -> usize {
+    64
+}
+
+fn default_body_budget() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
 fn default_compile_memory() -> ByteSize {
     ByteSize(CompileLimits::default().memory)
 }
@@ -160,6 +202,23 @@ fn default_compile_timeout() -> HumanDuration {
 }
 
 impl ServerConfig {
+    /// Limits of the ingress listener.
+    pub fn ingress_limits(&self) -> crate::server::listener::ConnLimits {
+        crate::server::listener::ConnLimits {
+            header_timeout: self.header_timeout.0,
+            max_connections: self.max_connections,
+            max_per_ip: Some(self.max_connections_per_ip),
+        }
+    }
+
+    /// Limits of the management API listener (operators may share an IP).
+    pub fn admin_limits(&self) -> crate::server::listener::ConnLimits {
+        crate::server::listener::ConnLimits {
+            max_per_ip: None,
+            ..self.ingress_limits()
+        }
+    }
+
     /// The compile limits this config sets, over the defaults.
     pub fn compile_limits(&self) -> CompileLimits {
         CompileLimits {

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod contract;
 pub mod engine;
 pub mod error;
+pub mod guest_log;
 pub mod host_config;
 pub mod http;
 pub mod invoke;

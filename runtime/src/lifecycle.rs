@@ -37,9 +37,7 @@ impl LoadedModule {
         let (_, output) = self
             .invoke(&format!("{LIFECYCLE_EXPORT}#{}", hook.name()), &[])
             .await?;
-        for line in output.stdout.lines().chain(output.stderr.lines()) {
-            tracing::info!(target: "warden::guest", module = self.name(), hook = hook.name(), "{line}");
-        }
+        self.log_output(&output);
         Ok(true)
     }
 }

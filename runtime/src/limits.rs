@@ -20,6 +20,8 @@ pub struct Limits {
     /// How long an invocation waits for a free instance before it is
     /// refused; `None`: four times `timeout`, at least a second.
     pub queue_timeout: Option<Duration>,
+    /// Denied host calls one invocation may make before it is stopped.
+    pub max_denials: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             max_handles: 10_000,
             max_output: ByteSize::mib(16),
             queue_timeout: None,
+            max_denials: 100,
         }
     }
 }
@@ -49,6 +52,7 @@ impl Limits {
             max_handles: spec.max_handles.unwrap_or(defaults.max_handles),
             max_output: spec.max_output.unwrap_or(defaults.max_output),
             queue_timeout: spec.queue_timeout.map(|t| t.0).or(defaults.queue_timeout),
+            max_denials: spec.max_denials.unwrap_or(defaults.max_denials),
         }
     }
 

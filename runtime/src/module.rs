@@ -12,7 +12,10 @@ use warden_kafka::{KafkaCtx, KafkaModule};
 use warden_kv::{KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
 use warden_sql::{SqlCtx, SqlModule};
-use wasmtime::Store;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use warden_capability::LimitExceeded;
+use wasmtime::{CallHook, Store};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -67,6 +70,7 @@ pub struct LoadedModule {
     trap_ctx: TrapContext,
     stdio: Stdio,
     admission: Admission,
+    guest_log: crate::guest_log::GuestLog,
 }
 
 /// Everything needed to load a module besides its bytes and manifest.
@@ -87,6 +91,9 @@ impl LoadedModule {
     /// and pre-links. Nothing of the guest runs here.
     pub fn load(cx: &LoadContext<'_>, bytes: &[u8], manifest: Manifest) -> Result<Self, LoadError> {
         let compiled = cx.engine.compile(bytes)?;
+        // Every capability reports denials here; each is also counted
+        // against the invocation it happened in (`max-denials`).
+        let audit: Arc<dyn AuditSink> = Arc::new(CountingAudit(cx.audit.clone()));
         let shape = ComponentShape::of(cx.engine.engine(), &compiled.component);
         let problems = contract::check(&shape, &manifest);
         if !problems.is_empty() {
@@ -106,34 +113,34 @@ impl LoadedModule {
         let net = Arc::new(NetPolicy::new(
             manifest.module.name.clone(),
             endpoints,
-            cx.audit.clone(),
+            audit.clone(),
         ));
         let sql = SqlModule::new(
             &manifest.module.name,
             &manifest.grants.sql,
             &cx.backends.sql,
-            cx.audit.clone(),
+            audit.clone(),
         )
         .map_err(LoadError::Host)?;
         let kv = KvModule::new(
             &manifest.module.name,
             &manifest.grants.kv,
             &cx.backends.kv,
-            cx.audit.clone(),
+            audit.clone(),
         )
         .map_err(LoadError::Host)?;
         let kafka = KafkaModule::new(
             &manifest.module.name,
             &manifest.grants.kafka,
             &cx.backends.kafka,
-            cx.audit.clone(),
+            audit.clone(),
         )
         .map_err(LoadError::Host)?;
         let amqp = AmqpModule::new(
             &manifest.module.name,
             &manifest.grants.amqp,
             &cx.backends.amqp,
-            cx.audit.clone(),
+            audit.clone(),
         )
         .map_err(LoadError::Host)?;
         let config = Arc::new(
@@ -167,8 +174,9 @@ impl LoadedModule {
             &manifest.module.name,
             manifest.grants.events.clone(),
             cx.events.clone(),
-            cx.audit.clone(),
+            audit.clone(),
         ));
+        let guest_log = crate::guest_log::GuestLog::new(&manifest.module.name);
         Ok(Self {
             manifest,
             sha256: compiled.sha256,
@@ -185,10 +193,11 @@ impl LoadedModule {
             task_run,
             message_handle,
             invoke_exports: Default::default(),
-            audit: cx.audit.clone(),
+            audit: audit.clone(),
             trap_ctx,
             stdio: Stdio::Inherit,
             admission: Admission::new(&limits),
+            guest_log,
             limits,
         })
     }
@@ -233,6 +242,12 @@ impl LoadedModule {
     /// Invocations of this module running right now.
     pub fn in_flight(&self) -> u32 {
         self.admission.in_flight()
+    }
+
+    /// Logs what an invocation printed, within the module's log budget.
+    pub fn log_output(&self, out: &Output) {
+        self.guest_log.lines(&out.stdout);
+        self.guest_log.lines(&out.stderr);
     }
 
     pub fn set_stdio(&mut self, stdio: Stdio) {
@@ -309,14 +324,18 @@ impl LoadedModule {
         // guest spends blocked in host calls. A tick of slack lets the epoch
         // trap (which names the guest frame) win when both fire.
         let wall = self.limits.timeout + EPOCH_TICK * 2;
-        let outcome = tokio::time::timeout(wall, async {
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(InstanceError::Call)?;
-            f(&mut store, &instance).await
-        })
+        let denials = store.data().denials.clone();
+        let outcome = tokio::time::timeout(
+            wall,
+            DENIALS.scope(denials, async {
+                let instance = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(InstanceError::Call)?;
+                f(&mut store, &instance).await
+            }),
+        )
         .await;
         let result = match outcome {
             Err(_elapsed) => Err(RunError::Limit(self.trap_ctx.timeout_exceeded())),
@@ -330,9 +349,7 @@ impl LoadedModule {
             Err(e) => {
                 // What the guest printed before failing is what explains it.
                 if let Some(out) = pipes.map(|p| p.output()) {
-                    for line in out.stdout.lines().chain(out.stderr.lines()) {
-                        tracing::info!(target: "warden::guest", module = self.name(), "{line}");
-                    }
+                    self.log_output(&out);
                 }
                 self.audit_failure(&e);
                 Err(e)
@@ -388,9 +405,25 @@ impl LoadedModule {
             kafka: KafkaCtx::new(self.kafka.clone()),
             amqp: AmqpCtx::new(self.amqp.clone()),
             events: self.events.clone(),
+            denials: Arc::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // A guest that keeps calling what it was denied is stopped on its
+        // way back from the host call that crossed the budget.
+        let max_denials = self.limits.max_denials;
+        store.call_hook(move |store, hook| {
+            if matches!(hook, CallHook::ReturningFromHost)
+                && store.data().denials.load(Ordering::Relaxed) > max_denials
+            {
+                return Err(wasmtime::Error::new(LimitExceeded {
+                    limit: "max-denials",
+                    allowed: format!("{max_denials} denied calls per invocation"),
+                    attempted: None,
+                }));
+            }
+            Ok(())
+        });
         store
             .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
             .map_err(|e| RunError::Host(e.to_string()))?;
@@ -419,6 +452,24 @@ impl LoadedModule {
             rule,
             detail: err.to_string(),
         });
+    }
+}
+
+tokio::task_local! {
+    /// The denial counter of the invocation running on this task.
+    static DENIALS: Arc<AtomicU32>;
+}
+
+/// The module's audit sink, counting each denial against the invocation
+/// (if any) that caused it.
+struct CountingAudit(Arc<dyn AuditSink>);
+
+impl AuditSink for CountingAudit {
+    fn record(&self, e: AuditEvent) {
+        if e.kind == AuditKind::Denied {
+            let _ = DENIALS.try_with(|d| d.fetch_add(1, Ordering::Relaxed));
+        }
+        self.0.record(e);
     }
 }
 

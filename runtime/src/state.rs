@@ -28,6 +28,8 @@ pub struct ModuleState {
     pub(crate) kafka: KafkaCtx,
     pub(crate) amqp: AmqpCtx,
     pub(crate) events: Arc<EventsModule>,
+    /// Denials of this invocation, for `max-denials` (see `module::Denials`).
+    pub(crate) denials: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl WasiView for ModuleState {

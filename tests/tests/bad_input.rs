@@ -133,8 +133,8 @@ async fn a_guest_error_is_read_before_post_return_can_scribble_over_it() {
             (memory.fill (i32.const 64) (i32.const 0xff) (i32.const 24))))
         (core instance $i (instantiate $m))
         (func $run (result (result (error string)))
-          (canon lift (core func $i "run") (memory $i "memory")
-            (post-return (func $i "post-run"))))
+          (canon lift (core func $i "run") (memory (core memory $i "memory"))
+            (post-return (core func $i "post-run"))))
         (instance $task (export "run" (func $run)))
         (export "warden:module/task@0.1.0" (instance $task)))"#;
     let bytes = wat::parse_str(wat).unwrap();

@@ -64,6 +64,8 @@ pub struct LimitsSpec {
     pub max_output: Option<ByteSize>,
     /// Longest wait for a free instance before the call is refused.
     pub queue_timeout: Option<HumanDuration>,
+    /// Denied host calls per invocation before the invocation is stopped.
+    pub max_denials: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +211,7 @@ impl Manifest {
         for (key, v) in [
             ("limits.max-instances", l.max_instances),
             ("limits.max-handles", l.max_handles),
+            ("limits.max-denials", l.max_denials),
         ] {
             if v == Some(0) {
                 p.push(ManifestError::new(key, "must be greater than zero"));

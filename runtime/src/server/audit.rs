@@ -1,10 +1,17 @@
 //! The server's audit sink: every denial, trap and limit breach of a module
 //! (plus uploads and state changes, recorded by the node) goes to the
-//! registry's audit log. Guests can provoke denials at will, so the queue
-//! to the writer is bounded and overflow is counted, never buffered.
+//! registry's audit log.
+//!
+//! Guests and anonymous clients can provoke these at will, so they are
+//! aggregated per module, kind and rule: the first [`FIRST_PER_WINDOW`] of
+//! a [`WINDOW`] are stored and logged, the rest are counted and stored as
+//! one "N more suppressed" entry when the window ends. The log shows every
+//! kind of event with its count and the disk does not pay for the flood.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
@@ -13,6 +20,24 @@ use super::metrics::Metrics;
 use super::registry::{NewAudit, Registry};
 
 const QUEUE: usize = 4096;
+
+/// How long an aggregation window lasts.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// Events of one module, kind and rule stored in full per window.
+pub const FIRST_PER_WINDOW: u32 = 20;
+
+/// Kinds a guest or a client can repeat at will.
+const FLOODABLE: [&str; 3] = ["denied", "limit-exceeded", "trap"];
+
+type Key = (String, String, String);
+
+struct Window {
+    started: Instant,
+    stored: u32,
+    suppressed: u64,
+    version: Option<String>,
+    last: String,
+}
 
 enum Entry {
     Event(NewAudit),
@@ -25,6 +50,7 @@ pub struct AuditLog {
     tx: mpsc::Sender<Entry>,
     metrics: Arc<Metrics>,
     dropped: Arc<AtomicU64>,
+    windows: Arc<Mutex<HashMap<Key, Window>>>,
 }
 
 impl AuditLog {
@@ -45,20 +71,103 @@ impl AuditLog {
                 }
             }
         });
-        Self {
+        let log = Self {
             tx,
             metrics,
             dropped: Arc::default(),
-        }
+            windows: Arc::default(),
+        };
+        let closer = log.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WINDOW / 4);
+            loop {
+                tick.tick().await;
+                closer.close_windows(false);
+            }
+        });
+        log
     }
 
+    /// Records an event; a repeated guest- or client-caused one is counted
+    /// into its window instead once the window has stored its first few.
     pub fn record(&self, event: NewAudit) {
-        tracing::info!(target: "warden::audit", module = %event.module, version = ?event.version, kind = %event.kind, rule = %event.rule, "{}", event.detail);
         if event.kind == AuditKind::Denied.to_string() {
             self.metrics.denial(&event.module, &event.rule);
         } else if event.kind == AuditKind::LimitExceeded.to_string() {
             self.metrics.limit_breach(&event.module, &event.rule);
         }
+        if FLOODABLE.contains(&event.kind.as_str()) && !self.admit(&event) {
+            return;
+        }
+        self.store(event);
+    }
+
+    /// True when `event` is among the first of its window.
+    fn admit(&self, event: &NewAudit) -> bool {
+        let key = (
+            event.module.clone(),
+            event.kind.clone(),
+            event.rule.clone(),
+        );
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let w = windows.entry(key.clone()).or_insert_with(|| Window {
+            started: now,
+            stored: 0,
+            suppressed: 0,
+            version: None,
+            last: String::new(),
+        });
+        if now.duration_since(w.started) >= WINDOW {
+            let ended = std::mem::replace(
+                w,
+                Window {
+                    started: now,
+                    stored: 0,
+                    suppressed: 0,
+                    version: None,
+                    last: String::new(),
+                },
+            );
+            if let Some(summary) = summary(&key, &ended) {
+                drop(windows);
+                self.store(summary);
+                return self.admit(event);
+            }
+        }
+        if w.stored < FIRST_PER_WINDOW {
+            w.stored += 1;
+            true
+        } else {
+            w.suppressed += 1;
+            w.version.clone_from(&event.version);
+            w.last.clone_from(&event.detail);
+            false
+        }
+    }
+
+    /// Stores the summaries of windows that ended (all of them with `all`,
+    /// at shutdown) and forgets quiet ones.
+    fn close_windows(&self, all: bool) {
+        let now = Instant::now();
+        let mut summaries = Vec::new();
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, w| {
+                if !all && now.duration_since(w.started) < WINDOW {
+                    return true;
+                }
+                summaries.extend(summary(key, w));
+                false
+            });
+        for s in summaries {
+            self.store(s);
+        }
+    }
+
+    fn store(&self, event: NewAudit) {
+        tracing::info!(target: "warden::audit", module = %event.module, version = ?event.version, kind = %event.kind, rule = %event.rule, "{}", event.detail);
         if self.tx.try_send(Entry::Event(event)).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -69,6 +178,7 @@ impl AuditLog {
 
     /// Waits until every event recorded so far is stored (at shutdown).
     pub async fn flush(&self) {
+        self.close_windows(true);
         let (done, stored) = oneshot::channel();
         if self.tx.send(Entry::Flush(done)).await.is_ok() {
             let _ = stored.await;
@@ -87,6 +197,22 @@ impl AuditLog {
             version: version.to_string(),
         })
     }
+}
+
+/// The "N more suppressed" entry of a window that suppressed any.
+fn summary((module, kind, rule): &Key, w: &Window) -> Option<NewAudit> {
+    (w.suppressed > 0).then(|| NewAudit {
+        module: module.clone(),
+        version: w.version.clone(),
+        kind: kind.clone(),
+        rule: rule.clone(),
+        detail: format!(
+            "{} more {kind} events ({rule}) suppressed in {}s; the last: {}",
+            w.suppressed,
+            w.started.elapsed().as_secs().max(1),
+            w.last
+        ),
+    })
 }
 
 struct VersionAudit {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::deployments::Routed;
 use super::node::Node;
@@ -18,11 +20,29 @@ use crate::error::RunError;
 /// Largest request body the ingress reads for a module.
 const MAX_BODY: usize = 16 << 20;
 
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new().fallback(handle).with_state(node)
+/// The ingress's shared state.
+#[derive(Clone)]
+struct Ingress {
+    node: Arc<Node>,
+    /// Body bytes held at once across requests (`server.body-budget`).
+    budget: Arc<Semaphore>,
+    body_timeout: std::time::Duration,
 }
 
-async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
+pub fn router(node: Arc<Node>) -> Router {
+    let budget = Semaphore::new(
+        (node.config.body_budget.0 as usize).min(Semaphore::MAX_PERMITS),
+    );
+    let state = Ingress {
+        body_timeout: node.config.body_timeout.0,
+        budget: Arc::new(budget),
+        node,
+    };
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
+    let node = ingress.node.clone();
     let path = request.uri().path().to_string();
     let (deployed, version) = match node.deployments.route(&path) {
         Routed::Serving(d, v) => (d, v),
@@ -36,13 +56,34 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
             return plain(StatusCode::NOT_FOUND, format!("no module serves {path}"));
         }
     };
+    // The size is known before any byte is read when the client declares it.
+    if let Some(len) = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > MAX_BODY as u64
+    {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body above {MAX_BODY} bytes"),
+        );
+    }
     let (parts, body) = request.into_parts();
-    let body = match to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
+    let (body, _held) = match tokio::time::timeout(
+        ingress.body_timeout,
+        read_body(body, &ingress.budget),
+    )
+    .await
+    {
+        Ok(Ok(read)) => read,
+        Ok(Err(refusal)) => return refusal,
         Err(_) => {
             return plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body above {MAX_BODY} bytes"),
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {}",
+                    humantime::format_duration(ingress.body_timeout)
+                ),
             );
         }
     };
@@ -83,6 +124,44 @@ async fn handle(State(node): State<Arc<Node>>, request: Request) -> Response {
             plain(status, format!("{}: {e}", deployed.name))
         }
     }
+}
+
+/// Reads a body of at most [`MAX_BODY`], taking each frame's bytes from
+/// the shared budget as they arrive (a client that sends nothing holds
+/// nothing). The permit is held until the response is done.
+async fn read_body(
+    mut body: Body,
+    budget: &Arc<Semaphore>,
+) -> Result<(bytes::Bytes, Option<OwnedSemaphorePermit>), Response> {
+    let mut buf = bytes::BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| plain(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > MAX_BODY {
+            return Err(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body above {MAX_BODY} bytes"),
+            ));
+        }
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(data.len() as u32)
+            .map_err(|_| {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server busy: request bodies in flight use the whole body budget".into(),
+                )
+            })?;
+        match &mut held {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
 }
 
 fn plain(status: StatusCode, message: String) -> Response {

@@ -10,6 +10,7 @@ pub mod cron;
 pub mod delivery;
 pub mod deployments;
 pub mod ingress;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
@@ -158,15 +159,24 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         node: node.clone(),
         tokens,
     });
-    let admin_server = axum::serve(admin, api::router(api)).with_graceful_shutdown(shutdown());
-    let ingress_server =
-        axum::serve(ingress, ingress::router(node.clone())).with_graceful_shutdown(shutdown());
-    let (a, i) = tokio::join!(admin_server.into_future(), ingress_server.into_future());
+    let admin_server = listener::serve(
+        admin,
+        api::router(api),
+        config.server.admin_limits(),
+        shutdown(),
+    );
+    let ingress_server = listener::serve(
+        ingress,
+        ingress::router(node.clone()),
+        config.server.ingress_limits(),
+        shutdown(),
+    );
+    tokio::join!(admin_server, ingress_server);
     // Unacknowledged messages go back to their brokers.
     node.consumers.stop_all();
     // What the last requests recorded must reach the registry.
     node.audit.flush().await;
-    a.and(i).map_err(|e| format!("server: {e}"))
+    Ok(())
 }
 
 /// Claims in the registry the routes of modules activated before routes

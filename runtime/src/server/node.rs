@@ -393,7 +393,7 @@ impl Node {
         match result {
             Ok(out) => {
                 deployed.succeeded();
-                log_output(name, out);
+                version.module.log_output(out);
             }
             Err(RunError::Failed(msg)) => {
                 // The guest ran and answered with an error: not a sandbox failure.
@@ -487,11 +487,5 @@ fn retire(old: Option<Arc<Version>>) {
                 tracing::warn!(module = %old.module.name(), version = %old.version, "shutdown hook: {e}");
             }
         });
-    }
-}
-
-fn log_output(module: &str, out: &Output) {
-    for line in out.stdout.lines().chain(out.stderr.lines()) {
-        tracing::info!(target: "warden::guest", module, "{line}");
     }
 }

@@ -12,10 +12,28 @@ struct EventProbe;
 
 impl wasi::exports::http::incoming_handler::Guest for EventProbe {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let path = request.path_with_query().unwrap_or_default();
+        let full = request.path_with_query().unwrap_or_default();
+        let (path, query) = full.split_once('?').unwrap_or((&full, ""));
         let topic = path.rsplit('/').next().unwrap_or_default().to_string();
+        // `?repeat=N` publishes N times (a denial flood when not granted),
+        // `?log=N` prints N lines first (a log flood).
+        let param = |key: &str| -> usize {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        for i in 0..param("log") {
+            println!("event-probe log line {i}");
+        }
         let body = read_body(request, 1 << 20);
-        let (status, text) = match warden_sdk::events::publish(&topic, &body) {
+        let mut result = warden_sdk::events::publish(&topic, &body);
+        for _ in 1..param("repeat") {
+            result = warden_sdk::events::publish(&topic, &body);
+        }
+        let (status, text) = match result {
             Ok(()) => (200, "published".to_string()),
             Err(Error::Denied(m)) => (403, m),
             Err(Error::LimitExceeded(m)) => (429, m),
