@@ -70,8 +70,7 @@ struct Counts {
 pub fn check_structure(bytes: &[u8], limits: &CompileLimits) -> Result<(), LoadError> {
     let mut c = Counts::default();
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload =
-            payload.map_err(|e| LoadError::Invalid(format!("malformed binary: {e}")))?;
+        let payload = payload.map_err(|e| LoadError::Invalid(format!("malformed binary: {e}")))?;
         match payload {
             Payload::Version { .. } => {
                 c.depth += 1;
@@ -98,7 +97,11 @@ pub fn check_structure(bytes: &[u8], limits: &CompileLimits) -> Result<(), LoadE
 fn over(c: &Counts, l: &CompileLimits) -> Result<(), LoadError> {
     let checks: [(&str, u64, u64); 6] = [
         ("nesting depth", c.max_depth.into(), l.max_depth.into()),
-        ("nested components and modules", c.modules.into(), l.max_modules.into()),
+        (
+            "nested components and modules",
+            c.modules.into(),
+            l.max_modules.into(),
+        ),
         ("instances", c.instances.into(), l.max_instances.into()),
         ("types", c.types.into(), l.max_types.into()),
         ("functions", c.functions.into(), l.max_functions.into()),
@@ -274,7 +277,8 @@ mod tests {
             max_data: 10,
             ..limits
         };
-        let module = "(component (core module (memory 1) (data (i32.const 0) \"0123456789abcdef\")))";
+        let module =
+            "(component (core module (memory 1) (data (i32.const 0) \"0123456789abcdef\")))";
         let err = check_structure(&wat::parse_str(module).unwrap(), &data).unwrap_err();
         assert!(err.to_string().contains("data bytes"), "{err}");
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use warden_amqp::{AmqpCtx, AmqpModule};
 use warden_capability::{AuditEvent, AuditKind, AuditSink};
 use warden_events::{EventBus, EventsModule};
@@ -12,11 +13,10 @@ use warden_kafka::{KafkaCtx, KafkaModule};
 use warden_kv::{KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
 use warden_sql::{SqlCtx, SqlModule};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use warden_capability::LimitExceeded;
-use wasmtime::{CallHook, Store};
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable};
+use wasmtime::{CallHook, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_config::WasiConfigVariables;

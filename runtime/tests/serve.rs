@@ -457,20 +457,8 @@ async fn cron_schedules_call_the_task_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_registry_serve_the_same_modules() {
-    use sqlx::Connection;
-    let db = format!("warden_registry_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (tests/services.sh starts it)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let registry = format!("registry = \"postgres://postgres@127.0.0.1:5432/{db}\"");
+    let pg = PgRegistry::create("two_nodes").await;
+    let registry = pg.config();
     let tmp = tempfile::tempdir().unwrap();
     let a = Server::start(&tmp.path().join("a"), &registry);
     let b = Server::start(&tmp.path().join("b"), &registry);
@@ -507,12 +495,7 @@ async fn two_nodes_on_one_postgres_registry_serve_the_same_modules() {
     })
     .await;
     drop((a, b));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    pg.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

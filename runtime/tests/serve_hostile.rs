@@ -17,9 +17,13 @@ use common::*;
 
 /// Deploys the well-behaved bystander at `/ok` and checks it answers.
 async fn bystander(s: &Server) {
-    s.upload(&guest("http-faulty"), &faulty_manifest("ok", "1.0.0", "fine", "/ok"), true)
-        .await
-        .unwrap();
+    s.upload(
+        &guest("http-faulty"),
+        &faulty_manifest("ok", "1.0.0", "fine", "/ok"),
+        true,
+    )
+    .await
+    .unwrap();
     still_serving(s).await;
 }
 
@@ -81,7 +85,10 @@ async fn a_nested_component_bomb_is_refused_before_compiling_and_the_server_stay
     let manifest = "[module]\nname = \"bomb\"\nversion = \"1.0.0\"\n";
     let started = Instant::now();
     let err = s.upload(&bomb, manifest, false).await.unwrap_err();
-    assert!(err.contains("422") && err.contains("nesting depth"), "{err}");
+    assert!(
+        err.contains("422") && err.contains("nesting depth"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     let grown = rss_kib(&s).saturating_sub(before);
     assert!(grown < 64 << 10, "server grew by {grown} KiB");
@@ -95,7 +102,11 @@ async fn compiling_past_its_memory_or_time_budget_fails_in_the_worker_not_the_se
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "compile-memory = \"8 MiB\"");
     let err = s
-        .upload(&guest("http-faulty"), &faulty_manifest("big", "1.0.0", "x", "/big"), false)
+        .upload(
+            &guest("http-faulty"),
+            &faulty_manifest("big", "1.0.0", "x", "/big"),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -104,7 +115,9 @@ async fn compiling_past_its_memory_or_time_budget_fails_in_the_worker_not_the_se
     );
     // The server itself is fine and compiles nothing in-process.
     assert_eq!(
-        http(&s.admin, "GET", "/v1/modules", Some(VIEWER), b"").await.0,
+        http(&s.admin, "GET", "/v1/modules", Some(VIEWER), b"")
+            .await
+            .0,
         200
     );
     drop(s);
@@ -112,12 +125,18 @@ async fn compiling_past_its_memory_or_time_budget_fails_in_the_worker_not_the_se
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "compile-timeout = \"1ms\"");
     let err = s
-        .upload(&guest("http-faulty"), &faulty_manifest("slow", "1.0.0", "x", "/slow"), false)
+        .upload(
+            &guest("http-faulty"),
+            &faulty_manifest("slow", "1.0.0", "x", "/slow"),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(err.contains("422") && err.contains("took longer"), "{err}");
     assert_eq!(
-        http(&s.admin, "GET", "/v1/modules", Some(VIEWER), b"").await.0,
+        http(&s.admin, "GET", "/v1/modules", Some(VIEWER), b"")
+            .await
+            .0,
         200
     );
 }
@@ -127,7 +146,9 @@ async fn a_burst_of_refused_requests_never_takes_a_module_down() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "failure-threshold = 2");
     let manifest = "[module]\nname = \"limited\"\nversion = \"1.0.0\"\n[limits]\nrate = \"2/s\"\n[http]\nroute = \"/l\"\n[config]\ngreeting = \"up\"\n";
-    s.upload(&guest("http-faulty"), manifest, true).await.unwrap();
+    s.upload(&guest("http-faulty"), manifest, true)
+        .await
+        .unwrap();
     let burst: Vec<_> = (0..30)
         .map(|_| {
             let ingress = s.ingress.clone();
@@ -156,7 +177,9 @@ async fn a_config_schema_that_costs_two_to_the_depth_is_refused_while_ingress_an
     let mut schema = String::from("[config-schema]\n\"$ref\" = \"#/$defs/d0\"\n");
     for i in 0..10 {
         let r = format!("{{ \"$ref\" = \"#/$defs/d{}\" }}", i + 1);
-        schema.push_str(&format!("[config-schema.\"$defs\".d{i}]\nallOf = [{r}, {r}, {r}, {r}]\n"));
+        schema.push_str(&format!(
+            "[config-schema.\"$defs\".d{i}]\nallOf = [{r}, {r}, {r}, {r}]\n"
+        ));
     }
     schema.push_str("[config-schema.\"$defs\".d10]\ntype = \"object\"\n");
     let manifest = faulty_manifest("schema", "1.0.0", "x", "/schema") + &schema;
@@ -180,7 +203,10 @@ async fn a_config_schema_that_costs_two_to_the_depth_is_refused_while_ingress_an
     while !upload.is_finished() {
         let started = Instant::now();
         still_serving(&s).await;
-        assert!(started.elapsed() < Duration::from_secs(1), "ingress stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "ingress stalled"
+        );
     }
     let err = upload.await.unwrap().unwrap_err();
     assert!(err.contains("422") && err.contains("too costly"), "{err}");
@@ -198,8 +224,8 @@ async fn a_denial_flood_is_stopped_by_its_budget_and_aggregated_in_the_audit_log
         &probe_manifest("flooder", "[grants.events]\npublish = [\"mine\"]\n"),
         true,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let log_before = s.stderr().len();
     for _ in 0..20 {
         let (status, body) = get(&s.ingress, "/flooder/t?repeat=100000").await;
@@ -231,16 +257,30 @@ async fn a_denial_flood_is_stopped_by_its_budget_and_aggregated_in_the_audit_log
             .filter(|e| e["kind"] == "denied")
             .cloned()
             .collect::<Vec<Value>>();
-        if stored.iter().any(|e| e["detail"].as_str().unwrap().contains("suppressed")) {
+        if stored
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("suppressed"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let suppressed: u64 = stored
         .iter()
-        .filter_map(|e| e["detail"].as_str()?.split(" more ").next()?.parse::<u64>().ok())
+        .filter_map(|e| {
+            e["detail"]
+                .as_str()?
+                .split(" more ")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
-    let full = stored.len() as u64 - stored.iter().filter(|e| e["detail"].as_str().unwrap().contains("suppressed")).count() as u64;
+    let full = stored.len() as u64
+        - stored
+            .iter()
+            .filter(|e| e["detail"].as_str().unwrap().contains("suppressed"))
+            .count() as u64;
     assert!(suppressed > 0, "a summary entry: {stored:?}");
     assert!(full <= 40, "{full} stored in full");
     assert_eq!(full + suppressed, denied, "nothing silently lost");
@@ -286,7 +326,12 @@ async fn concurrent_activations_of_one_route_leave_exactly_one_owner_and_nesting
     let racers: Vec<_> = (0..6)
         .map(|i| {
             let (admin, component) = (s.admin.clone(), component.clone());
-            let manifest = faulty_manifest(&format!("racer-{i}"), "1.0.0", &format!("racer-{i}"), "/race");
+            let manifest = faulty_manifest(
+                &format!("racer-{i}"),
+                "1.0.0",
+                &format!("racer-{i}"),
+                "/race",
+            );
             tokio::spawn(async move {
                 warden_runtime::client::Client::new(&format!("http://{admin}"), DEPLOYER.into())
                     .unwrap()
@@ -324,12 +369,59 @@ async fn concurrent_activations_of_one_route_leave_exactly_one_owner_and_nesting
     // A sub-route of another module's route is refused, both ways round.
     for (name, route) in [("sub", "/race/admin"), ("parent", "/")] {
         let err = s
-            .upload(&component, &faulty_manifest(name, "1.0.0", "mine", route), true)
+            .upload(
+                &component,
+                &faulty_manifest(name, "1.0.0", "mine", route),
+                true,
+            )
             .await
             .unwrap_err();
         assert!(err.contains("409") && err.contains("nested"), "{err}");
     }
-    assert_eq!(get(&s.ingress, "/race/admin").await, (200, winners[0].clone()));
+    assert_eq!(
+        get(&s.ingress, "/race/admin").await,
+        (200, winners[0].clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_activating_one_route_at_once_end_with_one_owner() {
+    let pg = PgRegistry::create("route_race").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Server::start(&tmp.path().join("a"), &pg.config());
+    let b = Server::start(&tmp.path().join("b"), &pg.config());
+    let component = guest("http-faulty");
+    for round in 0..4 {
+        let route = format!("/round-{round}");
+        let (left, right) = (format!("left-{round}"), format!("right-{round}"));
+        let (lm, rm) = (
+            faulty_manifest(&left, "1.0.0", &left, &route),
+            faulty_manifest(&right, "1.0.0", &right, &route),
+        );
+        let (l, r) = tokio::join!(
+            a.upload(&component, &lm, true),
+            b.upload(&component, &rm, true),
+        );
+        let winner = match (l, r) {
+            (Ok(_), Err(e)) => {
+                assert!(e.contains("409"), "{e}");
+                left
+            }
+            (Err(e), Ok(_)) => {
+                assert!(e.contains("409"), "{e}");
+                right
+            }
+            other => panic!("round {round}: exactly one must win: {other:?}"),
+        };
+        for node in [&a, &b] {
+            eventually("both nodes route to the winner", async || {
+                get(&node.ingress, &route).await == (200, winner.clone())
+            })
+            .await;
+        }
+    }
+    drop((a, b));
+    pg.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,12 +429,20 @@ async fn nested_routes_are_allowed_when_the_operator_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "allow-nested-routes = true");
     let component = guest("http-faulty");
-    s.upload(&component, &faulty_manifest("outer", "1.0.0", "outer", "/a"), true)
-        .await
-        .unwrap();
-    s.upload(&component, &faulty_manifest("inner", "1.0.0", "inner", "/a/b"), true)
-        .await
-        .unwrap();
+    s.upload(
+        &component,
+        &faulty_manifest("outer", "1.0.0", "outer", "/a"),
+        true,
+    )
+    .await
+    .unwrap();
+    s.upload(
+        &component,
+        &faulty_manifest("inner", "1.0.0", "inner", "/a/b"),
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(get(&s.ingress, "/a/b/c").await, (200, "inner".into()));
     assert_eq!(get(&s.ingress, "/a/c").await, (200, "outer".into()));
 }
@@ -392,7 +492,10 @@ async fn slow_and_stalled_clients_pin_neither_descriptors_nor_memory() {
     still_serving(&s).await;
     // The server drops them at the header timeout.
     for c in slow.iter_mut().take(5) {
-        assert!(closed_by_server(c, Duration::from_secs(5)).await, "closed by the server");
+        assert!(
+            closed_by_server(c, Duration::from_secs(5)).await,
+            "closed by the server"
+        );
     }
     drop(slow);
 
@@ -418,14 +521,22 @@ async fn slow_and_stalled_clients_pin_neither_descriptors_nor_memory() {
             .await
             .map(|r| r.unwrap_or(0))
             .unwrap_or(0);
-        answers.push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string());
+        answers.push(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        );
     }
     assert!(
         answers.iter().filter(|a| a.contains("503")).count() >= 6,
         "over the budget: {answers:?}"
     );
     assert!(
-        answers.iter().all(|a| a.contains("503") || a.contains("408") || a.is_empty()),
+        answers
+            .iter()
+            .all(|a| a.contains("503") || a.contains("408") || a.is_empty()),
         "{answers:?}"
     );
     still_serving(&s).await;
@@ -468,25 +579,55 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
     let err = upload("orders-api", "2.0.0").await.unwrap_err();
     assert!(err.contains("403") && err.contains("quota"), "{err}");
     // Another team's module: invisible and untouchable.
-    s.upload(&component, &faulty_manifest("billing", "1.0.0", "b", "/billing"), true)
-        .await
-        .unwrap();
+    s.upload(
+        &component,
+        &faulty_manifest("billing", "1.0.0", "b", "/billing"),
+        true,
+    )
+    .await
+    .unwrap();
     let list = orders.get("/v1/modules").await.unwrap();
     assert!(!list.to_string().contains("billing"), "{list}");
     for (method, path) in [
         ("GET", "/v1/modules/billing"),
         ("POST", "/v1/modules/billing/pause"),
     ] {
-        assert_eq!(http(&s.admin, method, path, Some(ORDERS), b"").await.0, 403, "{path}");
+        assert_eq!(
+            http(&s.admin, method, path, Some(ORDERS), b"").await.0,
+            403,
+            "{path}"
+        );
     }
     assert_eq!(get(&s.ingress, "/billing").await, (200, "b".into()));
     // Deleting is the admin's; the token list is the admin's and holds no secret.
-    assert_eq!(http(&s.admin, "DELETE", "/v1/modules/orders-api", Some(ORDERS), b"").await.0, 403);
-    assert_eq!(http(&s.admin, "GET", "/v1/tokens", Some(DEPLOYER), b"").await.0, 403);
+    assert_eq!(
+        http(
+            &s.admin,
+            "DELETE",
+            "/v1/modules/orders-api",
+            Some(ORDERS),
+            b""
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        http(&s.admin, "GET", "/v1/tokens", Some(DEPLOYER), b"")
+            .await
+            .0,
+        403
+    );
     let (status, tokens) = http(&s.admin, "GET", "/v1/tokens", Some(ADMIN), b"").await;
     assert_eq!(status, 200, "{tokens}");
-    assert!(tokens.contains("orders-team") && tokens.contains("orders-*"), "{tokens}");
-    assert!(!tokens.contains(&sha256_hex(ORDERS)) && !tokens.contains(ORDERS), "{tokens}");
+    assert!(
+        tokens.contains("orders-team") && tokens.contains("orders-*"),
+        "{tokens}"
+    );
+    assert!(
+        !tokens.contains(&sha256_hex(ORDERS)) && !tokens.contains(ORDERS),
+        "{tokens}"
+    );
     let tokens: Value = serde_json::from_str(&tokens).unwrap();
     let team = tokens["tokens"]
         .as_array()
@@ -495,14 +636,26 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
         .find(|t| t["name"] == "orders-team")
         .unwrap();
     assert_eq!(team["stored"], component.len());
-    assert_eq!(http(&s.admin, "DELETE", "/v1/modules/orders-api", Some(ADMIN), b"").await.0, 204);
+    assert_eq!(
+        http(
+            &s.admin,
+            "DELETE",
+            "/v1/modules/orders-api",
+            Some(ADMIN),
+            b""
+        )
+        .await
+        .0,
+        204
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impossible_cron_date_is_refused_at_upload() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "");
-    let manifest = "[module]\nname = \"never\"\nversion = \"1.0.0\"\n[[cron]]\nschedule = \"0 0 30 2 *\"\n";
+    let manifest =
+        "[module]\nname = \"never\"\nversion = \"1.0.0\"\n[[cron]]\nschedule = \"0 0 30 2 *\"\n";
     let err = s.upload(&guest("hello"), manifest, true).await.unwrap_err();
     assert!(
         err.contains("422") && err.contains("cron[0].schedule") && err.contains("no occurrence"),

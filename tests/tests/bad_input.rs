@@ -139,8 +139,7 @@ async fn a_guest_error_is_read_before_post_return_can_scribble_over_it() {
         (export "warden:module/task@0.1.0" (instance $task)))"#;
     let bytes = wat::parse_str(wat).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let (module, _) =
-        load_bytes(&bytes, &manifest_header("scribbler"), tmp.path()).unwrap();
+    let (module, _) = load_bytes(&bytes, &manifest_header("scribbler"), tmp.path()).unwrap();
     for _ in 0..3 {
         match module.run_task().await {
             Err(RunError::Failed(msg)) => assert_eq!(msg, "quota reached, try later"),

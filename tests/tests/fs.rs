@@ -201,25 +201,50 @@ async fn a_tenants_symlink_never_carries_another_tenants_grant_out_of_the_root()
     .await
     .expect("tenant A loads");
     planted.expect("a relative link inside the grant may be made");
-    assert!(std::fs::symlink_metadata(root.join("a-dir/link")).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(root.join("a-dir/link"))
+            .unwrap()
+            .is_symlink()
+    );
 
     // Tenant B names grant paths through that link: refused at load, named.
     for (grants, what) in [
-        ("\"/x\" = { host = \"a-dir/link/etc\", access = \"read-only\" }", "read"),
-        ("\"/x\" = { host = \"a-dir/link/etc\", access = \"read-write\" }", "write"),
-        ("\"/x\" = { host = \"a-dir/link/newdir\", access = \"read-write\" }", "create"),
-        ("\"/x\" = { host = \"a-dir/link\", access = \"read-only\" }", "the link"),
+        (
+            "\"/x\" = { host = \"a-dir/link/etc\", access = \"read-only\" }",
+            "read",
+        ),
+        (
+            "\"/x\" = { host = \"a-dir/link/etc\", access = \"read-write\" }",
+            "write",
+        ),
+        (
+            "\"/x\" = { host = \"a-dir/link/newdir\", access = \"read-write\" }",
+            "create",
+        ),
+        (
+            "\"/x\" = { host = \"a-dir/link\", access = \"read-only\" }",
+            "the link",
+        ),
     ] {
         let err = probe_under_root(&root, "tenant-b", grants, "op = \"list\"\npath = \"/x\"")
             .await
             .expect_err(what);
-        assert!(err.contains("a-dir/link") && err.contains("symlink"), "{what}: {err}");
+        assert!(
+            err.contains("a-dir/link") && err.contains("symlink"),
+            "{what}: {err}"
+        );
     }
     // The effect: nothing was made or changed outside the root.
     assert!(!tmp.path().join("newdir").exists());
     assert!(!tmp.path().join("etc/newdir").exists());
-    assert_eq!(std::fs::read_to_string(tmp.path().join("etc/passwd")).unwrap(), "host secret");
-    assert_eq!(std::fs::read_to_string(tmp.path().join("data/registry.db")).unwrap(), "registry");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("etc/passwd")).unwrap(),
+        "host secret"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("data/registry.db")).unwrap(),
+        "registry"
+    );
     hello_still_works().await;
 }
 
@@ -239,12 +264,20 @@ async fn a_grant_directory_swapped_for_a_link_after_the_check_is_not_followed() 
     std::fs::remove_dir(root.join("shared/b")).unwrap();
     std::os::unix::fs::symlink("../..", root.join("shared/b")).unwrap();
 
-    let err = module.run_task().await.expect_err("the swapped grant is refused");
+    let err = module
+        .run_task()
+        .await
+        .expect_err("the swapped grant is refused");
     assert!(err.to_string().contains("symlink"), "{err}");
-    assert_eq!(std::fs::read_to_string(tmp.path().join("secret.txt")).unwrap(), "outside");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("secret.txt")).unwrap(),
+        "outside"
+    );
     let denials = audit.events();
     assert!(
-        denials.iter().any(|e| e.rule == "fs" && e.detail.contains("symlink")),
+        denials
+            .iter()
+            .any(|e| e.rule == "fs" && e.detail.contains("symlink")),
         "fs denial audited: {denials:?}"
     );
 }

@@ -126,7 +126,7 @@ impl FsGrant {
             place,
         };
         dir.open_checked(self.access == Access::ReadWrite)
-            .map_err(|reason| host_err(reason))?;
+            .map_err(host_err)?;
         Ok(dir)
     }
 }

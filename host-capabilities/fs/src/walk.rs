@@ -18,8 +18,12 @@ pub fn open_ambient(path: &Path) -> io::Result<File> {
 /// Opens `root/parts[0]/parts[1]/...`, each part a plain name. With
 /// `create`, missing directories are made (inside their parent, by handle).
 pub fn open_beneath(root: &Path, parts: &[String], create: bool) -> Result<File, String> {
-    let mut dir = open_ambient(root)
-        .map_err(|e| format!("is not usable: the root {} cannot be opened: {e}", root.display()))?;
+    let mut dir = open_ambient(root).map_err(|e| {
+        format!(
+            "is not usable: the root {} cannot be opened: {e}",
+            root.display()
+        )
+    })?;
     for (i, part) in parts.iter().enumerate() {
         let name = Path::new(part);
         let at = || parts[..=i].join("/");

@@ -137,7 +137,9 @@ impl<'a> Cost<'a> {
             return Ok(*n);
         }
         if self.resolving.iter().any(|p| p == pointer) {
-            return Err(format!("$ref \"#{pointer}\" refers to itself (recursive schemas are not allowed)"));
+            return Err(format!(
+                "$ref \"#{pointer}\" refers to itself (recursive schemas are not allowed)"
+            ));
         }
         let target = self
             .root
@@ -187,7 +189,8 @@ mod tests {
 
     #[test]
     fn recursive_remote_and_dangling_refs_are_refused() {
-        let err = Cost::of(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"})).unwrap_err();
+        let err = Cost::of(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}))
+            .unwrap_err();
         assert!(err.contains("itself"), "{err}");
         let err = Cost::of(&json!({"$ref": "https://example.com/s.json"})).unwrap_err();
         assert!(err.contains("not local"), "{err}");

@@ -121,8 +121,11 @@ async fn authorize(State(api): Shared, mut req: Request, next: Next, needed: Rol
         .into_response(),
         Some(c) if c.role < needed => ApiError(
             StatusCode::FORBIDDEN,
-            format!("token {:?} has role {:?}; this needs {needed:?}", c.name, c.role)
-                .to_lowercase(),
+            format!(
+                "token {:?} has role {:?}; this needs {needed:?}",
+                c.name, c.role
+            )
+            .to_lowercase(),
             vec![],
         )
         .into_response(),

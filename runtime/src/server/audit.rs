@@ -104,11 +104,7 @@ impl AuditLog {
 
     /// True when `event` is among the first of its window.
     fn admit(&self, event: &NewAudit) -> bool {
-        let key = (
-            event.module.clone(),
-            event.kind.clone(),
-            event.rule.clone(),
-        );
+        let key = (event.module.clone(), event.kind.clone(), event.rule.clone());
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let w = windows.entry(key.clone()).or_insert_with(|| Window {

@@ -30,9 +30,7 @@ struct Ingress {
 }
 
 pub fn router(node: Arc<Node>) -> Router {
-    let budget = Semaphore::new(
-        (node.config.body_budget.0 as usize).min(Semaphore::MAX_PERMITS),
-    );
+    let budget = Semaphore::new((node.config.body_budget.0 as usize).min(Semaphore::MAX_PERMITS));
     let state = Ingress {
         body_timeout: node.config.body_timeout.0,
         budget: Arc::new(budget),
@@ -69,24 +67,20 @@ async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
         );
     }
     let (parts, body) = request.into_parts();
-    let (body, _held) = match tokio::time::timeout(
-        ingress.body_timeout,
-        read_body(body, &ingress.budget),
-    )
-    .await
-    {
-        Ok(Ok(read)) => read,
-        Ok(Err(refusal)) => return refusal,
-        Err(_) => {
-            return plain(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {}",
-                    humantime::format_duration(ingress.body_timeout)
-                ),
-            );
-        }
-    };
+    let (body, _held) =
+        match tokio::time::timeout(ingress.body_timeout, read_body(body, &ingress.budget)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {}",
+                        humantime::format_duration(ingress.body_timeout)
+                    ),
+                );
+            }
+        };
     let request = http::Request::from_parts(parts, body);
     let started = Instant::now();
     let result = version.module.handle_http(request).await;
@@ -136,7 +130,8 @@ async fn read_body(
     let mut buf = bytes::BytesMut::new();
     let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| plain(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| plain(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

@@ -94,7 +94,11 @@ struct IpSlot {
 }
 
 impl IpSlot {
-    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: Option<usize>) -> Option<Self> {
+    fn take(
+        map: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: Option<usize>,
+    ) -> Option<Self> {
         let Some(max) = max else {
             return Some(IpSlot {
                 map: map.clone(),

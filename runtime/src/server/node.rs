@@ -221,7 +221,12 @@ impl Node {
         // transaction: of concurrent activations on one route, one wins.
         if let Err(e) = self
             .registry
-            .activate(name, version, route.as_deref(), self.config.allow_nested_routes)
+            .activate(
+                name,
+                version,
+                route.as_deref(),
+                self.config.allow_nested_routes,
+            )
             .await
         {
             retire(Some(loaded));

@@ -136,13 +136,25 @@ pub fn now_ms() -> i64 {
 fn migrator(postgres: bool) -> Migrator {
     let steps: [(&str, &str); 2] = if postgres {
         [
-            ("registry", include_str!("../../migrations/postgres/0001_registry.sql")),
-            ("routes and owners", include_str!("../../migrations/postgres/0002_routes_and_owners.sql")),
+            (
+                "registry",
+                include_str!("../../migrations/postgres/0001_registry.sql"),
+            ),
+            (
+                "routes and owners",
+                include_str!("../../migrations/postgres/0002_routes_and_owners.sql"),
+            ),
         ]
     } else {
         [
-            ("registry", include_str!("../../migrations/sqlite/0001_registry.sql")),
-            ("routes and owners", include_str!("../../migrations/sqlite/0002_routes_and_owners.sql")),
+            (
+                "registry",
+                include_str!("../../migrations/sqlite/0001_registry.sql"),
+            ),
+            (
+                "routes and owners",
+                include_str!("../../migrations/sqlite/0002_routes_and_owners.sql"),
+            ),
         ]
     };
     Migrator::with_migrations(
@@ -410,9 +422,9 @@ impl Registry {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| match &e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        RegistryError::Conflict(format!("route {route} was just claimed by another module"))
-                    }
+                    sqlx::Error::Database(d) if d.is_unique_violation() => RegistryError::Conflict(
+                        format!("route {route} was just claimed by another module"),
+                    ),
                     _ => e.into(),
                 })?;
         }
@@ -434,11 +446,13 @@ impl Registry {
     /// Records the route of a module that was active before routes were
     /// claimed in the registry; an existing claim is left alone.
     pub async fn adopt_route(&self, name: &str, route: &str) -> Result<()> {
-        sqlx::query("INSERT INTO routes (route, module) VALUES ($1, $2) ON CONFLICT (route) DO NOTHING")
-            .bind(route)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO routes (route, module) VALUES ($1, $2) ON CONFLICT (route) DO NOTHING",
+        )
+        .bind(route)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -592,8 +606,16 @@ mod tests {
     #[test]
     fn routes_clash_when_equal_and_nested_unless_allowed() {
         assert!(route_clash("/a", "/a", "m", true).is_some());
-        assert!(route_clash("/hello/admin", "/hello", "m", false).unwrap().contains("nested under"));
-        assert!(route_clash("/hello", "/hello/admin", "m", false).unwrap().contains("take in"));
+        assert!(
+            route_clash("/hello/admin", "/hello", "m", false)
+                .unwrap()
+                .contains("nested under")
+        );
+        assert!(
+            route_clash("/hello", "/hello/admin", "m", false)
+                .unwrap()
+                .contains("take in")
+        );
         assert!(route_clash("/x", "/", "m", false).is_some());
         assert!(route_clash("/hello/admin", "/hello", "m", true).is_none());
         assert!(route_clash("/helloworld", "/hello", "m", false).is_none());

@@ -243,3 +243,41 @@ pub fn unique() -> String {
             .subsec_nanos()
     )
 }
+
+/// A PostgreSQL database of its own for a registry shared by test nodes;
+/// dropped (with its connections) when this is.
+pub struct PgRegistry {
+    pub db: String,
+}
+
+impl PgRegistry {
+    pub async fn create(tag: &str) -> PgRegistry {
+        let db = format!("warden_registry_{tag}_{}", std::process::id());
+        Self::admin_sql(&format!("DROP DATABASE IF EXISTS {db}")).await;
+        Self::admin_sql(&format!("CREATE DATABASE {db}")).await;
+        PgRegistry { db }
+    }
+
+    /// The `[server]` line that points a node at it.
+    pub fn config(&self) -> String {
+        format!(
+            "registry = \"postgres://postgres@127.0.0.1:5432/{}\"",
+            self.db
+        )
+    }
+
+    async fn admin_sql(sql: &str) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (tests/services.sh starts it)");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    pub async fn drop_db(self) {
+        Self::admin_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)).await;
+    }
+}
