@@ -31,6 +31,14 @@ async fn still_serving(s: &Server) {
     assert_eq!(get(&s.ingress, "/ok").await, (200, "fine".into()));
 }
 
+/// Deploys the event probe as `name` at `/name`, granted to publish `topic`.
+async fn event_probe(s: &Server, name: &str, topic: &str) {
+    let grant = format!("[grants.events]\npublish = [\"{topic}\"]\n");
+    s.upload(&guest("event-probe"), &probe_manifest(name, &grant), true)
+        .await
+        .unwrap();
+}
+
 fn rss_kib(s: &Server) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
     status
@@ -219,13 +227,7 @@ async fn a_denial_flood_is_stopped_by_its_budget_and_aggregated_in_the_audit_log
     let s = Server::start(tmp.path(), "failure-threshold = 1000");
     bystander(&s).await;
     // Granted one topic; every publish to another is denied.
-    s.upload(
-        &guest("event-probe"),
-        &probe_manifest("flooder", "[grants.events]\npublish = [\"mine\"]\n"),
-        true,
-    )
-    .await
-    .unwrap();
+    event_probe(&s, "flooder", "mine").await;
     let log_before = s.stderr().len();
     for _ in 0..20 {
         let (status, body) = get(&s.ingress, "/flooder/t?repeat=100000").await;
@@ -294,13 +296,7 @@ async fn a_guest_printing_in_a_loop_costs_itself_log_lines_not_the_host_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(tmp.path(), "");
     bystander(&s).await;
-    s.upload(
-        &guest("event-probe"),
-        &probe_manifest("chatty", "[grants.events]\npublish = [\"t\"]\n"),
-        true,
-    )
-    .await
-    .unwrap();
+    event_probe(&s, "chatty", "t").await;
     let log_before = s.stderr().len();
     for _ in 0..10 {
         assert_eq!(get(&s.ingress, "/chatty/t?log=2000").await.0, 200);

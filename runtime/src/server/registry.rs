@@ -250,14 +250,7 @@ impl Registry {
         if let Some(u) = uploader
             && let Some(quota) = u.quota
         {
-            let used: i64 = sqlx::query(
-                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM versions WHERE uploaded_by = $1",
-            )
-            .bind(u.token)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            let used = used.max(0) as u64;
+            let used = stored_by(&mut *tx, u.token).await?;
             if used + bytes.len() as u64 > quota {
                 return Err(RegistryError::Quota(format!(
                     "token {:?} has stored {} of its {} storage quota; this component needs {} more (delete old versions or modules)",
@@ -469,14 +462,7 @@ impl Registry {
 
     /// Storage used by the versions a token uploaded, in bytes.
     pub async fn stored_by(&self, token: &str) -> Result<u64> {
-        let used: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM versions WHERE uploaded_by = $1",
-        )
-        .bind(token)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok(used.max(0) as u64)
+        stored_by(&self.pool, token).await
     }
 
     /// Removes a module and its versions; components no other version uses go too.
@@ -572,6 +558,22 @@ fn version_record(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
         manifest: row.try_get(3)?,
         uploaded_at: row.try_get(4)?,
     })
+}
+
+/// Bytes of the versions `token` uploaded, read through `db` (the pool or
+/// the upload's own transaction).
+async fn stored_by<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    token: &str,
+) -> Result<u64> {
+    let used: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM versions WHERE uploaded_by = $1",
+    )
+    .bind(token)
+    .fetch_one(db)
+    .await?
+    .try_get(0)?;
+    Ok(used.max(0) as u64)
 }
 
 /// Why `route` cannot be claimed beside `theirs` (owned by `owner`), if it cannot.
