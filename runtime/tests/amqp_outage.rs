@@ -93,7 +93,47 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
         backends["amqp"][0]["connected"].clone()
     };
     assert_eq!(connected().await, Value::Bool(false));
+
+    // Thousands of publishes during the outage: each fails fast with
+    // `unavailable`, and the server's memory stays put (lapin keeps ~10 KB
+    // of every connection attempt that fails, so none may be made per call).
+    let flood = async |n: usize| {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..n {
+            let started = std::time::Instant::now();
+            let (status, body) = call("publish", publish.clone(), b"x").await;
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(status, 503, "{body}");
+            assert!(body.contains("amqp backend r"), "{body}");
+        }
+        slowest
+    };
+    flood(500).await;
+    let before = rss_kib(&s);
+    let slowest = flood(4000).await;
+    let grown = rss_kib(&s).saturating_sub(before);
+    println!(
+        "RSS during the outage: {before} KiB before 4000 failed publishes, +{grown} KiB after; slowest {slowest:?}"
+    );
+    assert!(
+        grown < 10 << 10,
+        "4000 failed publishes grew the server by {grown} KiB"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a failed publish took {slowest:?}"
+    );
     drop(restart);
+    // Back within a second of the broker's return.
+    let back = std::time::Instant::now();
+    while call("publish", publish.clone(), b"probe").await.0 != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "not back {:?} after the broker",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     s.client(DEPLOYER)
         .post_json("/v1/modules/osub/resume", &Value::Null)

@@ -39,15 +39,6 @@ async fn event_probe(s: &Server, name: &str, topic: &str) {
         .unwrap();
 }
 
-fn rss_kib(s: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn open_fds(s: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", s.child.id()))
         .unwrap()

@@ -281,3 +281,13 @@ impl PgRegistry {
         Self::admin_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)).await;
     }
 }
+
+/// Resident memory of a server process, in KiB.
+pub fn rss_kib(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
