@@ -29,6 +29,14 @@ const START_REDIS: &[&str] = &[
 ];
 
 async fn run(kv: &KvBackends, op: &str) -> Result<String, RunError> {
+    probe(kv, op)
+        .run_task()
+        .await
+        .map(|o| o.stdout.trim_end().to_string())
+}
+
+/// The kv-probe doing `op` on key `k` of its grant on `kv`.
+fn probe(kv: &KvBackends, op: &str) -> warden_runtime::LoadedModule {
     let dir = tempfile::tempdir().unwrap();
     let manifest = format!(
         "{}[limits]\ntimeout = \"8s\"\n[grants.kv.cache]\nbackend = \"redis\"\nprefix = \"warden-outage:{}:\"\n[config]\ngrant = \"cache\"\nop = \"{op}\"\nkey = \"k\"\nvalue = \"v\"\n",
@@ -44,9 +52,15 @@ async fn run(kv: &KvBackends, op: &str) -> Result<String, RunError> {
     )
     .unwrap();
     module
-        .run_task()
-        .await
-        .map(|o| o.stdout.trim_end().to_string())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 fn redis_up() -> bool {
@@ -77,6 +91,26 @@ async fn redis_outage_gives_unavailable_then_recovers() {
     }
 
     let down = run(&kv, "get").await;
+    // Thousands of calls while it is down: each fails fast, and the host's
+    // memory stays put.
+    let get = probe(&kv, "get");
+    let failing = async |n: usize| {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..n {
+            let started = std::time::Instant::now();
+            let failed = get.run_task().await.is_err();
+            slowest = slowest.max(started.elapsed());
+            assert!(failed, "a call succeeded while Redis was down");
+        }
+        slowest
+    };
+    failing(300).await;
+    let before = rss_kib();
+    let slowest = failing(3000).await;
+    let grown = rss_kib().saturating_sub(before);
+    println!(
+        "Redis outage: RSS {before} KiB before 3000 failed calls, +{grown} KiB after; slowest {slowest:?}"
+    );
     // Whatever happens next, bring Redis back for everyone else.
     let started = std::process::Command::new("redis-server")
         .args(START_REDIS)
@@ -87,6 +121,14 @@ async fn redis_outage_gives_unavailable_then_recovers() {
         Err(RunError::Failed(m)) => assert!(m.starts_with("unavailable: kv backend redis"), "{m}"),
         other => panic!("expected unavailable while Redis is down, got {other:?}"),
     }
+    assert!(
+        grown < 10 << 10,
+        "3000 failed calls grew the host by {grown} KiB"
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a failed call took {slowest:?}"
+    );
     for _ in 0..100 {
         if redis_up() {
             break;

@@ -5,22 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_capability::CapabilityError;
+use warden_capability::{CapabilityError, Health};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long reaching the broker's port may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Wait after a failed attempt while the broker's port is closed (a cheap
-/// TCP probe), so calls succeed again well within a second of its return.
-const UNREACHABLE_RETRY: Duration = Duration::from_millis(250);
-/// Longest wait after failed AMQP handshakes (each leaks in lapin, below).
-const HANDSHAKE_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long a call waits for a free channel before giving up.
 const CHANNEL_WAIT: Duration = Duration::from_secs(2);
 
@@ -46,24 +39,13 @@ pub struct AmqpBackend {
     connection: Mutex<Option<Arc<Connection>>>,
     /// Held while (re)connecting, so one caller connects at a time.
     connecting: tokio::sync::Mutex<()>,
-    /// `host:port` of the broker, probed before lapin is asked to connect.
-    address: (String, u16),
-    /// Set while the broker cannot be reached; calls fail at once until
-    /// its `next_try`.
-    outage: Mutex<Option<Outage>>,
+    /// Whether the broker is there; calls fail at once while it is not.
+    health: Health,
     idle: Mutex<Vec<Channel>>,
     slots: Arc<Semaphore>,
     max_channels: usize,
     published: AtomicU64,
     errors: AtomicU64,
-}
-
-/// Why and since when the broker is unusable, and when to try again.
-struct Outage {
-    since: Instant,
-    error: String,
-    next_try: Instant,
-    handshake_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +81,11 @@ impl AmqpBackends {
                     url: config.url.clone(),
                     connection: Mutex::new(None),
                     connecting: tokio::sync::Mutex::new(()),
-                    address: (uri.authority.host.clone(), uri.authority.port),
-                    outage: Mutex::new(None),
+                    health: Health::new(
+                        format!("amqp backend {id}"),
+                        "broker",
+                        Some((uri.authority.host.clone(), uri.authority.port)),
+                    ),
                     idle: Mutex::new(Vec::new()),
                     slots: Arc::new(Semaphore::new(config.max_channels)),
                     max_channels: config.max_channels,
@@ -127,104 +112,50 @@ impl AmqpBackend {
     /// The shared connection, (re)opened when there is none or it broke.
     ///
     /// While the broker is down, calls fail at once with `unavailable` and
-    /// one attempt at a time is made, at most every [`UNREACHABLE_RETRY`].
-    /// An attempt first probes the broker's port itself: lapin 4.12 keeps
-    /// about 10 KB of every connection attempt that fails (its I/O loop and
-    /// internal RPC hold each other), so lapin is asked to connect only to
-    /// a port that answers, and failed handshakes back off exponentially.
+    /// one attempt at a time is made, at most every 250 ms (see
+    /// [`Health`]). An attempt first probes the broker's port itself: lapin
+    /// 4.12 keeps about 10 KB of every connection attempt that fails (its
+    /// I/O loop and internal RPC hold each other), so lapin is asked to
+    /// connect only to a port that answers, and failed handshakes back off
+    /// exponentially.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, CapabilityError> {
         if let Some(c) = self.connected() {
             return Ok(c);
         }
-        self.fail_fast()?;
+        self.health
+            .check()
+            .await
+            .inspect_err(|_| self.count_error())?;
         // One caller connects; the others wait for its result.
         let _connecting = self.connecting.lock().await;
         if let Some(c) = self.connected() {
             return Ok(c);
         }
-        self.fail_fast()?;
+        if self.health.is_down() {
+            self.health
+                .check()
+                .await
+                .inspect_err(|_| self.count_error())?;
+        }
         // Channels of a broken connection are useless.
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let (host, port) = (&self.address.0, self.address.1);
-        match tokio::time::timeout(
-            PROBE_TIMEOUT,
-            tokio::net::TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        {
-            Ok(Ok(_probe)) => {}
-            Ok(Err(e)) => {
-                return Err(self.went_down(format!("cannot reach {host}:{port}: {e}"), false));
-            }
-            Err(_) => {
-                return Err(self.went_down(
-                    format!("cannot reach {host}:{port} within {PROBE_TIMEOUT:?}"),
-                    false,
-                ));
-            }
+        if let Err(e) = self.health.probe().await {
+            self.count_error();
+            return Err(self.health.went_down(e, false));
         }
         let connect = Connection::connect(&self.url, ConnectionProperties::default());
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(c)) => Arc::new(c),
-            Ok(Err(e)) => return Err(self.went_down(format!("cannot connect: {e}"), true)),
-            Err(_) => {
-                return Err(
-                    self.went_down(format!("cannot connect within {CONNECT_TIMEOUT:?}"), true)
-                );
+        let failed = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(c)) => {
+                let conn = Arc::new(c);
+                self.health.recovered();
+                *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                return Ok(conn);
             }
+            Ok(Err(e)) => format!("cannot connect: {e}"),
+            Err(_) => format!("cannot connect within {CONNECT_TIMEOUT:?}"),
         };
-        if let Some(o) = self.outage.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            tracing::info!(
-                "amqp backend {}: connected again after {:.1?}",
-                self.id,
-                o.since.elapsed()
-            );
-        }
-        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// `unavailable` at once while the broker is known to be down and the
-    /// next attempt is not due.
-    fn fail_fast(&self) -> Result<(), CapabilityError> {
-        let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
-        match outage.as_ref() {
-            Some(o) if Instant::now() < o.next_try => {
-                let detail = format!(
-                    "broker unreachable for {:.1?}: {}",
-                    o.since.elapsed(),
-                    o.error
-                );
-                drop(outage);
-                Err(self.unavailable(detail))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a failed attempt and when the next may be made.
-    fn went_down(&self, error: String, handshake: bool) -> CapabilityError {
-        let now = Instant::now();
-        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
-        let o = outage.get_or_insert_with(|| {
-            tracing::warn!("amqp backend {}: {error}", self.id);
-            Outage {
-                since: now,
-                error: String::new(),
-                next_try: now,
-                handshake_failures: 0,
-            }
-        });
-        let wait = if handshake {
-            o.handshake_failures += 1;
-            (UNREACHABLE_RETRY * 2u32.saturating_pow(o.handshake_failures)).min(HANDSHAKE_RETRY_MAX)
-        } else {
-            UNREACHABLE_RETRY
-        };
-        o.next_try = now + wait;
-        o.error.clone_from(&error);
-        drop(outage);
-        self.unavailable(error)
+        self.count_error();
+        Err(self.health.went_down(failed, true))
     }
 
     /// The shared connection, if it is open.
@@ -275,6 +206,10 @@ impl AmqpBackend {
                 .map_err(|e| self.unavailable(format!("confirm.select: {e}")))?;
         }
         Ok(channel)
+    }
+
+    fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn unavailable(&self, detail: String) -> CapabilityError {

@@ -5,6 +5,7 @@ mod audit;
 mod error;
 mod glob;
 mod grants;
+pub mod health;
 mod units;
 pub mod wit;
 
@@ -12,4 +13,5 @@ pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
 pub use grants::{Granted, ModuleGrants, resolve_grants};
+pub use health::Health;
 pub use units::{ByteSize, HumanDuration, Rate};

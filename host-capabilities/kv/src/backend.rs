@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use redis::ConnectionAddr;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
+use warden_capability::Health;
 
 /// One `[kv.<id>]` entry of the host config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -23,6 +25,8 @@ pub struct KvBackend {
     pub id: String,
     client: redis::Client,
     manager: OnceCell<ConnectionManager>,
+    /// Whether Redis is there; calls fail at once while it is not.
+    pub(crate) health: Health,
     calls: AtomicU64,
     errors: AtomicU64,
 }
@@ -46,12 +50,18 @@ impl KvBackends {
         for (id, config) in configs {
             let client = redis::Client::open(config.url.as_str())
                 .map_err(|e| format!("kv.{id}: invalid url: {e}"))?;
+            let address = match client.get_connection_info().addr() {
+                ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
+                ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+                _ => None,
+            };
             backends.insert(
                 id.clone(),
                 Arc::new(KvBackend {
                     id: id.clone(),
                     client,
                     manager: OnceCell::new(),
+                    health: Health::new(format!("kv backend {id}"), "Redis", address),
                     calls: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
                 }),

@@ -186,12 +186,20 @@ impl KvHost<'_> {
         grant: &ModuleGrant,
         op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<R>,
     ) -> WitResult<R> {
-        let conn = match grant.backend.connection().await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(WitError::from(from_redis(&grant.backend, e)))),
+        let backend = &grant.backend;
+        // While Redis is known to be down, fail now instead of once per
+        // call through the connection manager's reconnect.
+        if let Err(e) = backend.health.check().await {
+            backend.record_error();
+            return Ok(Err(WitError::from(e)));
+        }
+        let result = match backend.connection().await {
+            Ok(conn) => op(conn).await,
+            Err(e) => Err(e),
         };
-        match op(conn).await {
+        match result {
             Ok(reply) => {
+                backend.health.recovered();
                 let size = reply.size();
                 if size > self.ctx.bytes_left {
                     return Ok(Err(WitError::LimitExceeded(format!(
@@ -202,9 +210,22 @@ impl KvHost<'_> {
                 self.ctx.bytes_left -= size;
                 Ok(Ok(reply))
             }
-            Err(e) => Ok(Err(WitError::from(from_redis(&grant.backend, e)))),
+            Err(e) => {
+                if is_outage(&e)
+                    && let Some(down) = backend.health.after_trouble().await
+                {
+                    backend.record_error();
+                    return Ok(Err(WitError::from(down)));
+                }
+                Ok(Err(WitError::from(from_redis(backend, e))))
+            }
         }
     }
+}
+
+/// Errors that may mean Redis is gone (then its port is probed).
+fn is_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 fn ttl_arg(ms: u64) -> redis::RedisResult<u64> {

@@ -15,6 +15,7 @@ use warden_capability::CapabilityError;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::from_sqlx;
+use crate::health::SLOW_ACQUIRE;
 use crate::lease::{Control, Lease};
 use crate::pool::{Credential, Pools, SqlBackend};
 use crate::value::{RowSet, SqlValue};
@@ -143,17 +144,7 @@ impl SqlBackend {
         let mut attempts = self.max_connections + 1;
         let deadline = caps.deadline.into();
         loop {
-            let (mut conn, control) =
-                tokio::time::timeout_at(deadline, self.acquire(caps.read_only))
-                    .await
-                    .map_err(|_| {
-                        self.record_error();
-                        CapabilityError::Unavailable(format!(
-                            "sql backend {}: no connection within {:?} (its {}): the database \
-                         is unreachable or its pool is exhausted",
-                            self.id, caps.limit.1, caps.limit.0
-                        ))
-                    })??;
+            let (mut conn, control) = self.acquire_watched(caps).await?;
             match tokio::time::timeout_at(deadline, conn.begin(caps)).await {
                 Ok(Ok(session)) => {
                     return Ok(Lease::new(
@@ -182,6 +173,49 @@ impl SqlBackend {
                         caps.limit.0, self.id, caps.limit.1
                     )));
                 }
+            }
+        }
+    }
+}
+
+impl SqlBackend {
+    /// [`SqlBackend::acquire`] under the call's deadline. One that fails, or
+    /// takes longer than [`SLOW_ACQUIRE`], checks whether the server is
+    /// there at all: if its port is closed, the call (and the next ones,
+    /// see `warden_capability::Health`) fails now with `unavailable` instead of
+    /// waiting out sqlx's reconnect loop.
+    async fn acquire_watched(&self, caps: &Caps) -> Result<(Conn, Control), CapabilityError> {
+        let deadline = caps.deadline.into();
+        let acquire = tokio::time::timeout_at(deadline, self.acquire(caps.read_only));
+        tokio::pin!(acquire);
+        let acquired = tokio::select! {
+            r = &mut acquire => r,
+            () = tokio::time::sleep(SLOW_ACQUIRE) => {
+                if let Some(down) = self.health.after_trouble().await {
+                    self.record_error();
+                    return Err(down);
+                }
+                acquire.await
+            }
+        };
+        match acquired {
+            Ok(Ok(got)) => {
+                self.health.recovered();
+                Ok(got)
+            }
+            Ok(Err(e)) => match self.health.after_trouble().await {
+                Some(down) => Err(down),
+                None => Err(e),
+            },
+            Err(_) => {
+                self.record_error();
+                if let Some(down) = self.health.after_trouble().await {
+                    return Err(down);
+                }
+                Err(CapabilityError::Unavailable(format!(
+                    "sql backend {}: no connection within {:?} (its {}): its pool is exhausted",
+                    self.id, caps.limit.1, caps.limit.0
+                )))
             }
         }
     }

@@ -216,6 +216,9 @@ async fn take_slot(
 ) -> Result<OwnedSemaphorePermit, CapabilityError> {
     match tokio::time::timeout_at(caps.deadline.into(), grant.quota.clone().acquire_owned()).await {
         Ok(Ok(slot)) => Ok(slot),
+        // The slots are held by calls waiting on a server that is gone:
+        // the outage is the cause, not the quota.
+        _ if grant.backend.health.is_down() => Err(grant.backend.health.down_error()),
         _ => Err(CapabilityError::LimitExceeded(format!(
             "max-connections: all {} connections of grant {:?} are in use by this module",
             grant.max_connections, grant.name
@@ -225,6 +228,7 @@ async fn take_slot(
 
 /// A connection inside the wrapping transaction, holding a quota slot.
 async fn lease(grant: &ModuleGrant, caps: &Caps) -> Result<Lease, CapabilityError> {
+    grant.backend.health.check().await?;
     let slot = take_slot(grant, caps).await?;
     grant.backend.acquire_begun(caps, slot).await
 }

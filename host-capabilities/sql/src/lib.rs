@@ -7,6 +7,7 @@ mod config;
 mod conn;
 mod error;
 mod grant;
+mod health;
 mod host;
 mod lease;
 mod mysql;

@@ -72,6 +72,8 @@ pub struct SqlBackend {
     pub(crate) max_connections: u32,
     pub(crate) waits: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// Whether the server is there; calls fail fast while it is not.
+    pub(crate) health: warden_capability::Health,
 }
 
 /// Pool health for `/v1/backends` and metrics.
@@ -240,6 +242,7 @@ impl SqlBackend {
             max_connections: n,
             waits: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            health: crate::health::gate(id, url),
         })
     }
 
