@@ -37,6 +37,8 @@ pub struct CompileLimits {
     pub memory: u64,
     /// Wall time to compile.
     pub timeout: Duration,
+    /// Components compiled at once by a server (see `server::node::CompileGate`).
+    pub concurrent: usize,
 }
 
 impl Default for CompileLimits {
@@ -50,18 +52,21 @@ impl Default for CompileLimits {
             max_data: 32 << 20,
             memory: 2 << 30,
             timeout: Duration::from_secs(60),
+            concurrent: 2,
         }
     }
 }
 
+/// Running totals; u64 and saturating, since a hostile binary declares
+/// whatever counts it likes.
 #[derive(Default)]
 struct Counts {
-    depth: u32,
-    max_depth: u32,
-    modules: u32,
-    instances: u32,
-    types: u32,
-    functions: u32,
+    depth: u64,
+    max_depth: u64,
+    modules: u64,
+    instances: u64,
+    types: u64,
+    functions: u64,
     data: u64,
 }
 
@@ -77,15 +82,17 @@ pub fn check_structure(bytes: &[u8], limits: &CompileLimits) -> Result<(), LoadE
                 c.max_depth = c.max_depth.max(c.depth);
             }
             Payload::End(_) => c.depth = c.depth.saturating_sub(1),
-            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => c.modules += 1,
-            Payload::InstanceSection(r) => c.instances += r.count(),
-            Payload::ComponentInstanceSection(r) => c.instances += r.count(),
-            Payload::TypeSection(r) => c.types += r.count(),
-            Payload::CoreTypeSection(r) => c.types += r.count(),
-            Payload::ComponentTypeSection(r) => c.types += r.count(),
-            Payload::FunctionSection(r) => c.functions += r.count(),
-            Payload::ComponentCanonicalSection(r) => c.functions += r.count(),
-            Payload::DataSection(r) => c.data += r.range().len() as u64,
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
+                add(&mut c.modules, 1)
+            }
+            Payload::InstanceSection(r) => add(&mut c.instances, r.count()),
+            Payload::ComponentInstanceSection(r) => add(&mut c.instances, r.count()),
+            Payload::TypeSection(r) => add(&mut c.types, r.count()),
+            Payload::CoreTypeSection(r) => add(&mut c.types, r.count()),
+            Payload::ComponentTypeSection(r) => add(&mut c.types, r.count()),
+            Payload::FunctionSection(r) => add(&mut c.functions, r.count()),
+            Payload::ComponentCanonicalSection(r) => add(&mut c.functions, r.count()),
+            Payload::DataSection(r) => c.data = c.data.saturating_add(r.range().len() as u64),
             _ => {}
         }
         // Checked as we go: a bomb is refused at its first excess.
@@ -94,17 +101,21 @@ pub fn check_structure(bytes: &[u8], limits: &CompileLimits) -> Result<(), LoadE
     Ok(())
 }
 
+fn add(total: &mut u64, n: u32) {
+    *total = total.saturating_add(n.into());
+}
+
 fn over(c: &Counts, l: &CompileLimits) -> Result<(), LoadError> {
     let checks: [(&str, u64, u64); 6] = [
-        ("nesting depth", c.max_depth.into(), l.max_depth.into()),
+        ("nesting depth", c.max_depth, l.max_depth.into()),
         (
             "nested components and modules",
-            c.modules.into(),
+            c.modules,
             l.max_modules.into(),
         ),
-        ("instances", c.instances.into(), l.max_instances.into()),
-        ("types", c.types.into(), l.max_types.into()),
-        ("functions", c.functions.into(), l.max_functions.into()),
+        ("instances", c.instances, l.max_instances.into()),
+        ("types", c.types, l.max_types.into()),
+        ("functions", c.functions, l.max_functions.into()),
         ("data bytes", c.data, l.max_data),
     ];
     match checks.iter().find(|(_, n, max)| n > max) {
@@ -146,11 +157,19 @@ pub fn compile_in_worker(
         .spawn()
         .map_err(|e| LoadError::Host(format!("cannot start the compile worker: {e}")))?;
     let started = Instant::now();
-    // The component is small next to the pipe's consumer; a worker that
-    // dies early closes the pipe and the write fails, which the exit
-    // status below explains.
+    // Read while it runs: a worker blocked on a full pipe would otherwise
+    // sit until the deadline. The first 64 KiB are kept.
+    let stderr = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut s).take(64 << 10).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
+    // A worker that dies early closes the pipe and the write fails, which
+    // the exit status below explains.
     let _ = child.stdin.take().map(|mut s| s.write_all(bytes));
-    let mut stderr = child.stderr.take();
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -171,10 +190,9 @@ pub fn compile_in_worker(
         return Ok(());
     }
     let _ = std::fs::remove_file(out);
-    let mut said = String::new();
-    if let Some(s) = stderr.as_mut() {
-        let _ = s.take(64 << 10).read_to_string(&mut said);
-    }
+    let said = stderr
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
     let said = said.trim();
     if let Some(invalid) = said.strip_prefix(INVALID) {
         return Err(LoadError::Invalid(invalid.trim().to_string()));
@@ -262,6 +280,17 @@ mod tests {
         }
         wat.push_str(&")".repeat(depth));
         wat::parse_str(&wat).unwrap()
+    }
+
+    #[test]
+    fn declared_counts_cannot_overflow_the_totals() {
+        // A type section declaring 2^32-1 entries, twice.
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        for _ in 0..2 {
+            bytes.extend_from_slice(&[1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        }
+        let err = check_structure(&bytes, &CompileLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("types"), "{err}");
     }
 
     #[test]

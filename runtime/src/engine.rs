@@ -127,6 +127,13 @@ impl WardenEngine {
 
     /// Compiles `bytes`, or loads the precompiled artifact cached for the
     /// same bytes and engine.
+    /// The checks that cost nothing to run on hostile bytes: the header and
+    /// the structure bounds (no compiling).
+    pub fn check(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        check_header(bytes)?;
+        compile::check_structure(bytes, &self.options.compile_limits)
+    }
+
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledComponent, LoadError> {
         check_header(bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));

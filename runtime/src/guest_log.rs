@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 /// Lines a module may log per [`PER`], beyond which they are counted only.
 pub const LINES: u32 = 200;
+/// Bytes a module may log per [`PER`].
+pub const BYTES: usize = 64 << 10;
+/// Longest line logged; longer ones are cut.
+pub const LINE_BYTES: usize = 1024;
 /// The budget's period.
 pub const PER: Duration = Duration::from_secs(1);
 
@@ -18,6 +22,7 @@ pub struct GuestLog {
 struct Window {
     started: Instant,
     logged: u32,
+    bytes: usize,
     suppressed: u64,
 }
 
@@ -28,6 +33,7 @@ impl GuestLog {
             window: Mutex::new(Window {
                 started: Instant::now(),
                 logged: 0,
+                bytes: 0,
                 suppressed: 0,
             }),
         }
@@ -40,21 +46,36 @@ impl GuestLog {
             let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
             if w.started.elapsed() >= PER {
                 if w.suppressed > 0 {
-                    tracing::warn!(target: "warden::guest", module = %self.module, "{} guest log lines suppressed (over {LINES} per {}s)", w.suppressed, PER.as_secs());
+                    tracing::warn!(target: "warden::guest", module = %self.module, "{} guest log lines suppressed (over {LINES} lines or {BYTES} bytes per {}s)", w.suppressed, PER.as_secs());
                 }
                 *w = Window {
                     started: Instant::now(),
                     logged: 0,
+                    bytes: 0,
                     suppressed: 0,
                 };
             }
-            if w.logged >= LINES {
+            let line = cut(line);
+            if w.logged >= LINES || w.bytes + line.len() > BYTES {
                 w.suppressed += 1;
                 continue;
             }
             w.logged += 1;
+            w.bytes += line.len();
             drop(w);
             tracing::info!(target: "warden::guest", module = %self.module, "{line}");
         }
     }
+}
+
+/// At most [`LINE_BYTES`] of `line`, on a character boundary.
+pub fn cut(line: &str) -> &str {
+    if line.len() <= LINE_BYTES {
+        return line;
+    }
+    let mut end = LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
 }

@@ -83,7 +83,7 @@ pub struct ServerConfig {
     /// Connections open at once, per listener; more are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Ingress connections open at once from one client IP.
+    /// Connections open at once from one client IP, per listener.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
     /// Request body bytes the ingress holds at once across all requests;
@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Time compiling one upload may take.
     #[serde(default = "default_compile_timeout")]
     pub compile_timeout: HumanDuration,
+    /// Uploads compiled at once; more are answered 503 (busy).
+    #[serde(default = "default_compile_concurrency")]
+    pub compile_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +119,10 @@ pub struct TokenConfig {
     /// Bytes of components the versions this token uploaded may hold.
     #[serde(default)]
     pub quota: Option<ByteSize>,
+    /// Backends its modules may be granted, as `<kind>.<id>` (`sql.main`,
+    /// `kv.redis`, `kafka.events`, `amqp.rabbit`); absent: every backend.
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
 }
 
 /// What a management API token may do; each role includes the ones below it.
@@ -145,6 +152,7 @@ impl Default for ServerConfig {
             allow_nested_routes: false,
             compile_memory: default_compile_memory(),
             compile_timeout: default_compile_timeout(),
+            compile_concurrency: default_compile_concurrency(),
         }
     }
 }
@@ -197,6 +205,10 @@ fn default_compile_memory() -> ByteSize {
     ByteSize(CompileLimits::default().memory)
 }
 
+fn default_compile_concurrency() -> usize {
+    CompileLimits::default().concurrent
+}
+
 fn default_compile_timeout() -> HumanDuration {
     HumanDuration(CompileLimits::default().timeout)
 }
@@ -211,12 +223,10 @@ impl ServerConfig {
         }
     }
 
-    /// Limits of the management API listener (operators may share an IP).
+    /// Limits of the management API listener: the same caps, so whoever
+    /// reaches it cannot hold every slot from one address either.
     pub fn admin_limits(&self) -> crate::server::listener::ConnLimits {
-        crate::server::listener::ConnLimits {
-            max_per_ip: None,
-            ..self.ingress_limits()
-        }
+        self.ingress_limits()
     }
 
     /// The compile limits this config sets, over the defaults.
@@ -224,6 +234,7 @@ impl ServerConfig {
         CompileLimits {
             memory: self.compile_memory.0,
             timeout: self.compile_timeout.0,
+            concurrent: self.compile_concurrency,
             ..CompileLimits::default()
         }
     }

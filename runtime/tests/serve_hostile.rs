@@ -220,8 +220,10 @@ async fn a_denial_flood_is_stopped_by_its_budget_and_aggregated_in_the_audit_log
     // Granted one topic; every publish to another is denied.
     event_probe(&s, "flooder", "mine").await;
     let log_before = s.stderr().len();
+    // Each denial names a 3,000-byte topic: the stored detail is cut.
+    let topic = "t".repeat(3000);
     for _ in 0..20 {
-        let (status, body) = get(&s.ingress, "/flooder/t?repeat=100000").await;
+        let (status, body) = get(&s.ingress, &format!("/flooder/{topic}?repeat=100000")).await;
         assert_eq!(status, 500, "{body}");
         assert!(body.contains("max-denials"), "{body}");
         still_serving(&s).await;
@@ -275,6 +277,14 @@ async fn a_denial_flood_is_stopped_by_its_budget_and_aggregated_in_the_audit_log
             .filter(|e| e["detail"].as_str().unwrap().contains("suppressed"))
             .count() as u64;
     assert!(suppressed > 0, "a summary entry: {stored:?}");
+    for e in &stored {
+        let detail = e["detail"].as_str().unwrap();
+        assert!(
+            detail.len() < 1200,
+            "a {}-byte detail was stored",
+            detail.len()
+        );
+    }
     assert!(full <= 40, "{full} stored in full");
     assert_eq!(full + suppressed, denied, "nothing silently lost");
     let grown = s.stderr().len() - log_before;
@@ -536,14 +546,14 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
     let s = Server::start(
         tmp.path(),
         &format!(
-            "[[server.tokens]]\nname = \"orders-team\"\nsha256 = \"{}\"\nrole = \"deployer\"\nmodules = [\"orders-*\"]\nquota = \"150 KiB\"\n",
+            "[[server.tokens]]\nname = \"orders-team\"\nsha256 = \"{}\"\nrole = \"deployer\"\nmodules = [\"orders-*\"]\nquota = \"150 KiB\"\nbackends = [\"sql.local\"]\n",
             sha256_hex(ORDERS)
         ),
     );
     let component = guest("http-faulty");
     let orders = s.client(ORDERS);
-    let upload = |name: &str, version: &str| {
-        let manifest = faulty_manifest(name, version, name, &format!("/{name}"));
+    let upload = |name: &str, version: &str, extra: &str| {
+        let manifest = faulty_manifest(name, version, name, &format!("/{name}")) + extra;
         let (orders, component) = (orders.clone(), component.clone());
         async move {
             orders
@@ -558,12 +568,23 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
                 .map_err(|e| e.0)
         }
     };
-    upload("orders-api", "1.0.0").await.unwrap();
+    upload("orders-api", "1.0.0", "").await.unwrap();
     // Outside its scope: refused before anything is compiled or stored.
-    let err = upload("billing", "1.0.0").await.unwrap_err();
+    let err = upload("billing", "1.0.0", "").await.unwrap_err();
     assert!(err.contains("403") && err.contains("billing"), "{err}");
+    // Another team's directories and backends are out of its reach too.
+    let fs = "[grants.fs]\n\"/loot\" = { host = \"billing/data\", access = \"read-write\" }\n";
+    let err = upload("orders-fs", "1.0.0", fs).await.unwrap_err();
+    assert!(err.contains("403") && err.contains("grants.fs"), "{err}");
+    assert!(
+        !s.dir.join("data/files/billing").exists(),
+        "nothing created"
+    );
+    let kv = "[grants.kv.c]\nbackend = \"redis\"\nprefix = \"x:\"\n";
+    let err = upload("orders-kv", "1.0.0", kv).await.unwrap_err();
+    assert!(err.contains("403") && err.contains("kv.redis"), "{err}");
     // Over its quota (two versions of ~92 KiB each).
-    let err = upload("orders-api", "2.0.0").await.unwrap_err();
+    let err = upload("orders-api", "2.0.0", "").await.unwrap_err();
     assert!(err.contains("403") && err.contains("quota"), "{err}");
     // Another team's module: invisible and untouchable.
     s.upload(
@@ -578,6 +599,8 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
     for (method, path) in [
         ("GET", "/v1/modules/billing"),
         ("POST", "/v1/modules/billing/pause"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/backends"),
     ] {
         assert_eq!(
             http(&s.admin, method, path, Some(ORDERS), b"").await.0,
@@ -622,7 +645,8 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
         .iter()
         .find(|t| t["name"] == "orders-team")
         .unwrap();
-    assert_eq!(team["stored"], component.len());
+    let manifest = faulty_manifest("orders-api", "1.0.0", "orders-api", "/orders-api");
+    assert_eq!(team["stored"], component.len() + manifest.len());
     assert_eq!(
         http(
             &s.admin,
@@ -647,5 +671,74 @@ async fn an_impossible_cron_date_is_refused_at_upload() {
     assert!(
         err.contains("422") && err.contains("cron[0].schedule") && err.contains("no occurrence"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_are_bounded_in_number_and_a_chatty_failure_does_not_stall_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "compile-concurrency = 1");
+    // Many uploads at once, none cached yet: one compiles, a few wait (no
+    // thread each), the rest are told the host is busy.
+    let component = guest("http-faulty");
+    let uploads: Vec<_> = (0..16)
+        .map(|i| {
+            let (admin, component) = (s.admin.clone(), component.clone());
+            let manifest =
+                faulty_manifest(&format!("busy-{i}"), "1.0.0", "x", &format!("/busy-{i}"));
+            tokio::spawn(async move {
+                warden_runtime::client::Client::new(&format!("http://{admin}"), DEPLOYER.into())
+                    .unwrap()
+                    .post_multipart(
+                        "/v1/modules",
+                        &[
+                            ("component", "c.wasm", component.as_slice()),
+                            ("manifest", "warden.toml", manifest.as_bytes()),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| e.0)
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    let mut stored = 0;
+    for u in uploads {
+        match u.await.unwrap() {
+            Ok(_) => stored += 1,
+            Err(e) if e.contains("503") && e.contains("busy") => busy += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(stored >= 1 && busy >= 1, "stored {stored}, busy {busy}");
+
+    // A component whose error is 100 KB long (two 50 KB import names)
+    // fails at once, not at the compile deadline.
+    let name = format!("x:y/{}", "z".repeat(50_000));
+    let wat = format!("(component (import \"{name}\" (instance)) (import \"{name}\" (instance)))");
+    let started = Instant::now();
+    let err = s
+        .upload(
+            &wat::parse_str(&wat).unwrap_or_default(),
+            &faulty_manifest("chatty", "1.0.0", "x", "/chatty"),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("422") && !err.contains("took longer"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A manifest too large to store with every version is refused unread.
+    let huge =
+        faulty_manifest("huge", "1.0.0", "x", "/huge") + &format!("# {}\n", "x".repeat(300 << 10));
+    let err = s.upload(&component, &huge, false).await.unwrap_err();
+    assert!(
+        err.contains("400") && err.contains("at most"),
+        "{}",
+        &err[..err.len().min(300)]
     );
 }

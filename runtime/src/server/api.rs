@@ -28,6 +28,9 @@ pub struct Api {
 
 type Shared = State<Arc<Api>>;
 
+/// Largest manifest an upload may carry (it is stored with every version).
+const MAX_MANIFEST: usize = 256 << 10;
+
 pub fn router(api: Arc<Api>) -> Router {
     let max_upload = api.node.config.max_upload.0 as usize;
     let viewer = Router::new()
@@ -186,6 +189,13 @@ async fn upload(
         problems.push("missing form field \"component\" (the .wasm file)".to_string());
     }
     let manifest = match manifest.map(|m| String::from_utf8(m.to_vec())) {
+        Some(Ok(m)) if m.len() > MAX_MANIFEST => {
+            problems.push(format!(
+                "manifest is {} bytes; at most {MAX_MANIFEST} are accepted",
+                m.len()
+            ));
+            None
+        }
         None => {
             problems.push("missing form field \"manifest\" (warden.toml)".into());
             None
@@ -390,7 +400,27 @@ async fn health(
         .into_response())
 }
 
-async fn backends(State(api): Shared) -> Json<Value> {
+/// Host-wide views (every module's metrics, every backend) are for tokens
+/// without a module scope.
+fn unscoped(caller: &Caller) -> Result<(), ApiError> {
+    match &caller.modules {
+        None => Ok(()),
+        Some(_) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} is scoped to some modules; this view covers the whole host",
+                caller.name
+            ),
+            vec![],
+        )),
+    }
+}
+
+async fn backends(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    unscoped(&caller)?;
     let sql: Vec<Value> = api
         .node
         .host
@@ -431,7 +461,9 @@ async fn backends(State(api): Shared) -> Json<Value> {
                    "channels_idle": s.channels_idle, "published": s.published, "errors": s.errors})
         })
         .collect();
-    Json(json!({ "sql": sql, "kv": kv, "kafka": kafka, "amqp": amqp }))
+    Ok(Json(
+        json!({ "sql": sql, "kv": kv, "kafka": kafka, "amqp": amqp }),
+    ))
 }
 
 async fn audit(
@@ -483,7 +515,11 @@ async fn tokens(State(api): Shared) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "tokens": out })))
 }
 
-async fn metrics(State(api): Shared) -> impl IntoResponse {
+async fn metrics(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, ApiError> {
+    unscoped(&caller)?;
     let node = &api.node;
     let mut gauges = Vec::new();
     for d in node.deployments.all() {
@@ -510,8 +546,8 @@ async fn metrics(State(api): Shared) -> impl IntoResponse {
         node.audit.dropped() as f64,
     ));
     gauges.sort_by(|a, b| a.0.cmp(b.0));
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics.render(&gauges),
-    )
+    ))
 }

@@ -26,6 +26,23 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// Events of one module, kind and rule stored in full per window.
 pub const FIRST_PER_WINDOW: u32 = 20;
 
+/// Bytes of an event's detail that are kept.
+pub const MAX_DETAIL: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying so.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let total = text.len();
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("… ({total} bytes, cut)"));
+}
+
 /// Kinds a guest or a client can repeat at will.
 const FLOODABLE: [&str; 3] = ["denied", "limit-exceeded", "trap"];
 
@@ -90,7 +107,10 @@ impl AuditLog {
 
     /// Records an event; a repeated guest- or client-caused one is counted
     /// into its window instead once the window has stored its first few.
-    pub fn record(&self, event: NewAudit) {
+    pub fn record(&self, mut event: NewAudit) {
+        // A detail carries guest-chosen text (names, keys, SQL): its size
+        // is the host's to bound, not the guest's.
+        truncate(&mut event.detail, MAX_DETAIL);
         if event.kind == AuditKind::Denied.to_string() {
             self.metrics.denial(&event.module, &event.rule);
         } else if event.kind == AuditKind::LimitExceeded.to_string() {
@@ -225,5 +245,21 @@ impl AuditSink for VersionAudit {
             rule: e.rule,
             detail: e.detail,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn long_details_are_cut_on_a_character_boundary_and_say_so() {
+        let mut short = "fine".to_string();
+        truncate(&mut short, 10);
+        assert_eq!(short, "fine");
+        let mut long = "é".repeat(1000);
+        truncate(&mut long, 11);
+        assert!(long.starts_with("ééééé…"), "{long}");
+        assert!(long.ends_with("(2000 bytes, cut)"), "{long}");
     }
 }

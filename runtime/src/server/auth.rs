@@ -7,6 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::host_config::{Role, TokenConfig};
+use crate::manifest::Manifest;
 
 pub struct Tokens {
     known: Vec<([u8; 32], Caller)>,
@@ -21,6 +22,8 @@ pub struct Caller {
     pub modules: Option<Vec<String>>,
     /// Storage quota in bytes for the versions it uploads.
     pub quota: Option<u64>,
+    /// `<kind>.<id>` backends its modules may be granted; None: all.
+    pub backends: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -31,6 +34,56 @@ impl Caller {
                 .iter()
                 .any(|g| warden_capability::glob_matches(g, name))
         })
+    }
+
+    /// Why this token may not deploy `manifest`, if it may not: the module
+    /// is outside its scope, a `[grants.fs]` host path starts outside it
+    /// (a scoped token's modules get only directories named like modules
+    /// it may deploy), or a grant names a backend it was not given.
+    pub fn refusals(&self, manifest: &Manifest) -> Vec<String> {
+        let name = &manifest.module.name;
+        let mut no = Vec::new();
+        if !self.may(name) {
+            no.push(format!(
+                "token {:?} may not deploy module {name:?} (its modules: {})",
+                self.name,
+                self.modules.as_deref().unwrap_or_default().join(", ")
+            ));
+        }
+        if self.modules.is_some() {
+            for (guest, grant) in &manifest.grants.fs {
+                let first = grant.host.trim_start_matches("./").split('/').next();
+                if !first.is_some_and(|dir| self.may(dir)) {
+                    no.push(format!(
+                        "grants.fs.\"{guest}\": token {:?} may grant only directories named like its modules ({}), not {:?}",
+                        self.name,
+                        self.modules.as_deref().unwrap_or_default().join(", "),
+                        grant.host
+                    ));
+                }
+            }
+        }
+        if let Some(allowed) = &self.backends {
+            let g = &manifest.grants;
+            let used = g
+                .sql
+                .iter()
+                .map(|(n, x)| ("sql", n, &x.backend))
+                .chain(g.kv.iter().map(|(n, x)| ("kv", n, &x.backend)))
+                .chain(g.kafka.iter().map(|(n, x)| ("kafka", n, &x.backend)))
+                .chain(g.amqp.iter().map(|(n, x)| ("amqp", n, &x.backend)));
+            for (kind, grant, backend) in used {
+                let key = format!("{kind}.{backend}");
+                if !allowed.contains(&key) {
+                    no.push(format!(
+                        "grants.{kind}.{grant}: token {:?} may not grant backend {key} (its backends: {})",
+                        self.name,
+                        allowed.join(", ")
+                    ));
+                }
+            }
+        }
+        no
     }
 }
 
@@ -62,6 +115,7 @@ impl Tokens {
                     role: t.role,
                     modules: t.modules.clone(),
                     quota: t.quota.map(|q| q.0),
+                    backends: t.backends.clone(),
                 },
             ));
         }
@@ -89,6 +143,7 @@ impl Tokens {
             role: Role::Admin,
             modules: None,
             quota: None,
+            backends: None,
         }])?;
         Ok((tokens, file))
     }

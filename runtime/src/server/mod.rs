@@ -114,6 +114,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         host,
         bus: bus.clone(),
         consumers: Default::default(),
+        compile_gate: node::CompileGate::new(config.server.compile_concurrency),
     });
     bus.attach(&node);
 

@@ -75,6 +75,58 @@ pub struct Node {
     pub bus: Arc<dyn warden_events::EventBus>,
     /// Message triggers on Kafka, AMQP and Redis.
     pub consumers: super::consumers::Consumers,
+    /// Bounds the compilations running at once.
+    pub compile_gate: CompileGate,
+}
+
+/// Compilations at once (`server.compile-concurrency`), and how many uploads
+/// may wait for one: waiting costs no thread, and beyond the bound an
+/// upload is refused as busy instead of queuing memory.
+pub struct CompileGate {
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Uploads that may wait for a compile slot.
+const UPLOADS_WAITING: usize = 8;
+/// How long an upload waits for one.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl CompileGate {
+    pub fn new(concurrent: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrent.max(1))),
+            waiting: Default::default(),
+        }
+    }
+
+    /// A slot for an upload: waits among at most [`UPLOADS_WAITING`].
+    async fn for_upload(&self) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let busy = || {
+            NodeError::Unavailable(
+                "busy: the host is compiling as many uploads as it may; try again shortly".into(),
+            )
+        };
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= UPLOADS_WAITING {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        let got = tokio::time::timeout(UPLOAD_WAIT, self.slots.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match got {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(busy()),
+        }
+    }
+
+    /// A slot for loading a stored version (activation, sync): it waits.
+    async fn for_load(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
 }
 
 /// The result of an upload.
@@ -124,9 +176,11 @@ impl Node {
         let manifest = match parse_manifest(manifest_text).await {
             Ok(m) => m,
             Err(problems) => {
-                // Report the component's own problems in the same answer.
+                // Report the component's own problems in the same answer,
+                // as far as they show without compiling (nothing is
+                // compiled for a manifest that cannot be stored).
                 let mut problems = problems;
-                if let Err(e) = tokio::task::block_in_place(|| self.host.engine.compile(bytes)) {
+                if let Err(e) = self.host.engine.check(bytes) {
                     problems.push(e.to_string());
                 }
                 return Err(NodeError::Invalid(problems));
@@ -137,15 +191,25 @@ impl Node {
             manifest.module.version.clone(),
         );
         // Before compiling: a token cannot make the host work for a module
-        // it may not deploy.
-        if !caller.may(&name) {
-            return Err(NodeError::Forbidden(format!(
-                "token {:?} may not deploy module {name:?} (its modules: {})",
-                caller.name,
-                caller.modules.as_deref().unwrap_or_default().join(", ")
-            )));
+        // it may not deploy, nor store past its quota.
+        let refusals = caller.refusals(&manifest);
+        if !refusals.is_empty() {
+            return Err(NodeError::Forbidden(refusals.join("; ")));
+        }
+        if let Some(quota) = caller.quota {
+            let used = self.registry.stored_by(&caller.name).await?;
+            let needed = (bytes.len() + manifest_text.len()) as u64;
+            if used + needed > quota {
+                return Err(NodeError::Forbidden(super::registry::quota_message(
+                    &caller.name,
+                    used,
+                    quota,
+                    needed,
+                )));
+            }
         }
         // Compiling takes a while: keep this worker's other tasks moving.
+        let _slot = self.compile_gate.for_upload().await?;
         let module = tokio::task::block_in_place(|| self.load(bytes, manifest));
         let module = module.map_err(|e| match e {
             LoadError::Manifest(p) | LoadError::Contract(p) => NodeError::Invalid(p),
@@ -305,6 +369,7 @@ impl Node {
         let manifest = parse_manifest(&record.manifest)
             .await
             .map_err(NodeError::Invalid)?;
+        let _slot = self.compile_gate.for_load().await;
         tokio::task::block_in_place(|| self.load(&bytes, manifest))
             .map_err(|e| NodeError::Invalid(vec![e.to_string()]))
     }
@@ -402,6 +467,7 @@ impl Node {
             }
             Err(RunError::Failed(msg)) => {
                 // The guest ran and answered with an error: not a sandbox failure.
+                let msg = crate::guest_log::cut(msg);
                 tracing::info!(module = %name, trigger, "guest returned an error: {msg}");
             }
             Err(RunError::Refused(l)) => {
@@ -410,7 +476,8 @@ impl Node {
                 tracing::debug!(module = %name, trigger, "refused: {l}");
             }
             Err(e) => {
-                tracing::warn!(module = %name, trigger, "{e}");
+                let shown = e.to_string();
+                tracing::warn!(module = %name, trigger, "{}", crate::guest_log::cut(&shown));
                 if deployed.failed_once(self.config.failure_threshold) {
                     let detail = format!(
                         "{} failed invocations in a row, last: {e}",

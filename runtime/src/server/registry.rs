@@ -231,6 +231,8 @@ impl Registry {
         bytes: &[u8],
         uploader: Option<&Uploader<'_>>,
     ) -> Result<bool> {
+        // A version costs its component and its manifest.
+        let size = (bytes.len() + manifest.len()) as u64;
         let mut tx = self.pool.begin().await?;
         if let Some(row) =
             sqlx::query("SELECT sha256, manifest FROM versions WHERE module = $1 AND version = $2")
@@ -251,13 +253,9 @@ impl Registry {
             && let Some(quota) = u.quota
         {
             let used = stored_by(&mut *tx, u.token).await?;
-            if used + bytes.len() as u64 > quota {
-                return Err(RegistryError::Quota(format!(
-                    "token {:?} has stored {} of its {} storage quota; this component needs {} more (delete old versions or modules)",
-                    u.token,
-                    warden_capability::ByteSize(used),
-                    warden_capability::ByteSize(quota),
-                    warden_capability::ByteSize(bytes.len() as u64)
+            if used + size > quota {
+                return Err(RegistryError::Quota(quota_message(
+                    u.token, used, quota, size,
                 )));
             }
         }
@@ -285,7 +283,7 @@ impl Registry {
         .bind(manifest)
         .bind(now)
         .bind(uploader.map(|u| u.token))
-        .bind(bytes.len() as i64)
+        .bind(size as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -350,6 +348,7 @@ impl Registry {
         state: ModuleState,
         active_version: Option<&str>,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done = match active_version {
             Some(v) => sqlx::query(
                 "UPDATE modules SET state = $1, active_version = $2, updated_at = $3 WHERE name = $4",
@@ -363,17 +362,19 @@ impl Registry {
                 .bind(now_ms())
                 .bind(name),
         }
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(RegistryError::NotFound(format!("no module named {name:?}")));
         }
+        // A stopped module gives its route up in the same transaction.
         if state == ModuleState::Stopped {
             sqlx::query("DELETE FROM routes WHERE module = $1")
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         self.notify(name).await
     }
 
@@ -558,6 +559,17 @@ fn version_record(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
         manifest: row.try_get(3)?,
         uploaded_at: row.try_get(4)?,
     })
+}
+
+/// The refusal of an upload that would take `token` over its quota.
+pub fn quota_message(token: &str, used: u64, quota: u64, needed: u64) -> String {
+    use warden_capability::ByteSize;
+    format!(
+        "token {token:?} has stored {} of its {} storage quota; this version needs {} more (delete old versions or modules)",
+        ByteSize(used),
+        ByteSize(quota),
+        ByteSize(needed)
+    )
 }
 
 /// Bytes of the versions `token` uploaded, read through `db` (the pool or
