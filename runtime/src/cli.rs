@@ -230,6 +230,14 @@ async fn run(
         module: module.name().to_string(),
         message: format!("invalid host config: {e}"),
     })?;
+    // As under `warden serve`, a module's `init` runs before it is called.
+    module
+        .call_hook(crate::lifecycle::Hook::Init)
+        .await
+        .map_err(|e| Failure {
+            module: module.name().to_string(),
+            message: format!("lifecycle init failed: {e}"),
+        })?;
     // A guest failing right after a denial failed because of the policy: say so.
     let fail = |err: RunError| {
         let denial = audit

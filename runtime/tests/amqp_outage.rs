@@ -83,6 +83,7 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(call("publish", publish.clone(), b"kept").await.0, 200);
 
+    let up_rss = rss_kib(&s);
     let restart = Restart;
     rabbitmqctl(&["stop_app"]);
     let (status, body) = call("publish", publish.clone(), b"lost?").await;
@@ -160,4 +161,9 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
             .contains(&format!("handled amqp:r {q} after attempt 1"))
     })
     .await;
+    println!(
+        "RabbitMQ RSS (server): {up_rss} KiB before the outage, {} KiB during, {} KiB after",
+        before + grown,
+        rss_kib(&s)
+    );
 }

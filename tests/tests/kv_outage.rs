@@ -78,6 +78,7 @@ async fn redis_outage_gives_unavailable_then_recovers() {
     let kv = KvBackends::new(&configs).unwrap();
     assert_eq!(run(&kv, "set").await.unwrap(), "ok");
 
+    let up_rss = rss_kib();
     let stopped = std::process::Command::new("redis-cli")
         .args(["-p", "6379", "shutdown", "nosave"])
         .status()
@@ -151,4 +152,9 @@ async fn redis_outage_gives_unavailable_then_recovers() {
         "no recovery after Redis came back"
     );
     assert_eq!(run(&kv, "get").await.unwrap(), "v");
+    println!(
+        "Redis RSS: {up_rss} KiB before the outage, {} KiB during, {} KiB after",
+        before + grown,
+        rss_kib()
+    );
 }

@@ -369,46 +369,76 @@ async fn a_module_holding_all_its_connections_cannot_starve_another() {
 }
 
 #[tokio::test]
-async fn todo_example_does_crud_with_a_transaction() {
-    let f = Fixture::new(Backend::Sqlite);
+async fn todo_example_does_crud_with_ids_from_the_database() {
+    todo_example(Backend::Sqlite).await;
+    todo_example(Backend::Postgres).await;
+}
+
+/// The todo example on `db`: its table made once by `init`, ids that the
+/// database assigns (20 concurrent adds, 20 distinct ids), CRUD.
+async fn todo_example(db: Backend) {
+    if db == Backend::Postgres {
+        // Its table has a fixed name; start from none.
+        sqlx::raw_sql("DROP TABLE IF EXISTS todo_items")
+            .execute(&mut warden_tests::admin_postgres().await)
+            .await
+            .unwrap();
+    }
+    let f = Fixture::new(db);
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../guest-modules/examples/todo/warden.toml"
     ))
     .unwrap()
-    .replace("backend = \"local\"", "backend = \"db\"");
+    .replace("backend = \"local\"", "backend = \"db\"")
+    .replace("max-connections = 2", "max-connections = 4");
     let (module, _) =
         load_with_sql(&guest_bytes("todo"), &manifest, f.dir.path(), &f.backends).unwrap();
+    let module = std::sync::Arc::new(module);
+    module
+        .call_hook(warden_runtime::lifecycle::Hook::Init)
+        .await
+        .unwrap();
     let call = |export: &'static str, args: Vec<serde_json::Value>| {
-        let module = &module;
+        let module = module.clone();
         async move { module.invoke(export, &args).await.map(|(r, _)| r) }
     };
+    let adds: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(call("add", vec![format!("item {i}").into()])))
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for add in adds {
+        let out = add.await.unwrap().unwrap();
+        ids.insert(out[0]["ok"].as_i64().unwrap());
+    }
+    assert_eq!(ids.len(), 20, "{db:?}: distinct ids {ids:?}");
+    let first = *ids.first().unwrap();
     assert_eq!(
-        call("add", vec!["a".into()]).await.unwrap(),
-        [serde_json::json!({"ok": 1})]
-    );
-    assert_eq!(
-        call("add", vec!["b".into()]).await.unwrap(),
-        [serde_json::json!({"ok": 2})]
-    );
-    assert_eq!(
-        call("complete", vec![1.into()]).await.unwrap(),
+        call("complete", vec![first.into()]).await.unwrap(),
         [serde_json::json!({"ok": true})]
     );
-    assert_eq!(
-        call("remove", vec![2.into()]).await.unwrap(),
-        [serde_json::json!({"ok": true})]
-    );
-    assert_eq!(
-        call("list", vec![]).await.unwrap(),
-        [serde_json::json!({"ok": [{"id": 1, "title": "a", "done": true}]})]
-    );
+    for id in ids.iter().skip(1) {
+        assert_eq!(
+            call("remove", vec![(*id).into()]).await.unwrap(),
+            [serde_json::json!({"ok": true})]
+        );
+    }
+    let listed = call("list", vec![]).await.unwrap();
+    assert_eq!(listed[0]["ok"][0]["id"], first, "{db:?}: {listed:?}");
+    assert_eq!(listed[0]["ok"][0]["done"], true, "{db:?}: {listed:?}");
+    assert_eq!(listed[0]["ok"].as_array().unwrap().len(), 1, "{listed:?}");
     let err = call("add", vec!["  ".into()]).await.unwrap_err();
     assert_eq!(err, RunError::Failed("a to-do needs a title".into()));
     // Names are resolved once and remembered; an unknown one stays an error.
     for _ in 0..2 {
         let err = call("nope", vec![]).await.unwrap_err();
         assert_eq!(err, RunError::Host("export nope not found".into()));
+    }
+    if db == Backend::Postgres {
+        sqlx::raw_sql("DROP TABLE IF EXISTS todo_items")
+            .execute(&mut warden_tests::admin_postgres().await)
+            .await
+            .unwrap();
     }
 }
 

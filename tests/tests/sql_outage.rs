@@ -107,6 +107,7 @@ async fn outage(db: Backend, port: u16, ctl: fn(&str), id_column: &str) {
         acknowledged += 1;
     }
 
+    let up_rss = rss_kib();
     let restart = Restart(ctl, port);
     ctl("stop");
     wait_for(port, false).await;
@@ -191,6 +192,11 @@ async fn outage(db: Backend, port: u16, ctl: fn(&str), id_column: &str) {
         stored,
         acknowledged.to_string(),
         "{db:?}: acknowledged rows lost ({count})"
+    );
+    println!(
+        "{db:?} RSS: {up_rss} KiB before the outage, {} KiB during, {} KiB after; {acknowledged} acknowledged inserts, {count} rows",
+        before + grown,
+        rss_kib()
     );
     f.finish().await;
 }
