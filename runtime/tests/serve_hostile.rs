@@ -182,22 +182,7 @@ async fn a_config_schema_that_costs_two_to_the_depth_is_refused_while_ingress_an
     }
     schema.push_str("[config-schema.\"$defs\".d10]\ntype = \"object\"\n");
     let manifest = faulty_manifest("schema", "1.0.0", "x", "/schema") + &schema;
-    let upload = {
-        let (admin, component) = (s.admin.clone(), guest("http-faulty"));
-        tokio::spawn(async move {
-            warden_runtime::client::Client::new(&format!("http://{admin}"), DEPLOYER.into())
-                .unwrap()
-                .post_multipart(
-                    "/v1/modules",
-                    &[
-                        ("component", "c.wasm", component.as_slice()),
-                        ("manifest", "warden.toml", manifest.as_bytes()),
-                    ],
-                )
-                .await
-                .map_err(|e| e.0)
-        })
-    };
+    let upload = s.spawn_upload(&guest("http-faulty"), manifest, false);
     // The ingress keeps answering while the upload is checked.
     while !upload.is_finished() {
         let started = Instant::now();
@@ -322,26 +307,13 @@ async fn concurrent_activations_of_one_route_leave_exactly_one_owner_and_nesting
     let component = guest("http-faulty");
     let racers: Vec<_> = (0..6)
         .map(|i| {
-            let (admin, component) = (s.admin.clone(), component.clone());
             let manifest = faulty_manifest(
                 &format!("racer-{i}"),
                 "1.0.0",
                 &format!("racer-{i}"),
                 "/race",
             );
-            tokio::spawn(async move {
-                warden_runtime::client::Client::new(&format!("http://{admin}"), DEPLOYER.into())
-                    .unwrap()
-                    .post_multipart(
-                        "/v1/modules?activate=true",
-                        &[
-                            ("component", "c.wasm", component.as_slice()),
-                            ("manifest", "warden.toml", manifest.as_bytes()),
-                        ],
-                    )
-                    .await
-                    .map_err(|e| e.0)
-            })
+            s.spawn_upload(&component, manifest, true)
         })
         .collect();
     let mut winners = Vec::new();
@@ -683,22 +655,9 @@ async fn compiles_are_bounded_in_number_and_a_chatty_failure_does_not_stall_one(
     let component = guest("http-faulty");
     let uploads: Vec<_> = (0..16)
         .map(|i| {
-            let (admin, component) = (s.admin.clone(), component.clone());
             let manifest =
                 faulty_manifest(&format!("busy-{i}"), "1.0.0", "x", &format!("/busy-{i}"));
-            tokio::spawn(async move {
-                warden_runtime::client::Client::new(&format!("http://{admin}"), DEPLOYER.into())
-                    .unwrap()
-                    .post_multipart(
-                        "/v1/modules",
-                        &[
-                            ("component", "c.wasm", component.as_slice()),
-                            ("manifest", "warden.toml", manifest.as_bytes()),
-                        ],
-                    )
-                    .await
-                    .map_err(|e| e.0)
-            })
+            s.spawn_upload(&component, manifest, false)
         })
         .collect();
     let mut busy = 0;

@@ -173,3 +173,13 @@ pub async fn admin_mysql() -> sqlx::MySqlConnection {
         .await
         .expect("admin connection to MariaDB")
 }
+
+/// Resident memory of this (test) process, in KiB.
+pub fn own_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

@@ -54,15 +54,6 @@ fn probe(kv: &KvBackends, op: &str) -> warden_runtime::LoadedModule {
     module
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn redis_up() -> bool {
     std::net::TcpStream::connect("127.0.0.1:6379").is_ok()
 }
@@ -78,7 +69,7 @@ async fn redis_outage_gives_unavailable_then_recovers() {
     let kv = KvBackends::new(&configs).unwrap();
     assert_eq!(run(&kv, "set").await.unwrap(), "ok");
 
-    let up_rss = rss_kib();
+    let up_rss = warden_tests::own_rss_kib();
     let stopped = std::process::Command::new("redis-cli")
         .args(["-p", "6379", "shutdown", "nosave"])
         .status()
@@ -106,9 +97,9 @@ async fn redis_outage_gives_unavailable_then_recovers() {
         slowest
     };
     failing(300).await;
-    let before = rss_kib();
+    let before = warden_tests::own_rss_kib();
     let slowest = failing(3000).await;
-    let grown = rss_kib().saturating_sub(before);
+    let grown = warden_tests::own_rss_kib().saturating_sub(before);
     println!(
         "Redis outage: RSS {before} KiB before 3000 failed calls, +{grown} KiB after; slowest {slowest:?}"
     );
@@ -155,6 +146,6 @@ async fn redis_outage_gives_unavailable_then_recovers() {
     println!(
         "Redis RSS: {up_rss} KiB before the outage, {} KiB during, {} KiB after",
         before + grown,
-        rss_kib()
+        warden_tests::own_rss_kib()
     );
 }

@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 use warden_runtime::RunError;
 use warden_tests::sql::{Backend, Fixture};
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn up(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -107,7 +98,7 @@ async fn outage(db: Backend, port: u16, ctl: fn(&str), id_column: &str) {
         acknowledged += 1;
     }
 
-    let up_rss = rss_kib();
+    let up_rss = warden_tests::own_rss_kib();
     let restart = Restart(ctl, port);
     ctl("stop");
     wait_for(port, false).await;
@@ -143,11 +134,11 @@ async fn outage(db: Backend, port: u16, ctl: fn(&str), id_column: &str) {
             "{db:?}: {err}"
         );
     }
-    let before = rss_kib();
+    let before = warden_tests::own_rss_kib();
     let started = Instant::now();
     let slowest = failing(3000).await;
     let took = started.elapsed();
-    let grown = rss_kib().saturating_sub(before);
+    let grown = warden_tests::own_rss_kib().saturating_sub(before);
     println!(
         "{db:?} outage: RSS {before} KiB before 3000 failed calls, +{grown} KiB after; {took:?} in all, slowest {slowest:?}"
     );
@@ -196,7 +187,7 @@ async fn outage(db: Backend, port: u16, ctl: fn(&str), id_column: &str) {
     println!(
         "{db:?} RSS: {up_rss} KiB before the outage, {} KiB during, {} KiB after; {acknowledged} acknowledged inserts, {count} rows",
         before + grown,
-        rss_kib()
+        warden_tests::own_rss_kib()
     );
     f.finish().await;
 }

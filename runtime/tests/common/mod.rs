@@ -129,6 +129,33 @@ impl Server {
             .map_err(|e| e.0)
     }
 
+    /// [`Server::upload`] on a task of its own, for uploads that race.
+    pub fn spawn_upload(
+        &self,
+        component: &[u8],
+        manifest: String,
+        activate: bool,
+    ) -> tokio::task::JoinHandle<Result<Value, String>> {
+        let (client, component) = (self.client(DEPLOYER), component.to_vec());
+        let path = if activate {
+            "/v1/modules?activate=true"
+        } else {
+            "/v1/modules"
+        };
+        tokio::spawn(async move {
+            client
+                .post_multipart(
+                    path,
+                    &[
+                        ("component", "c.wasm", component.as_slice()),
+                        ("manifest", "warden.toml", manifest.as_bytes()),
+                    ],
+                )
+                .await
+                .map_err(|e| e.0)
+        })
+    }
+
     /// Uploads and activates `component` as `name` with `probe_manifest`;
     /// any refusal fails the test.
     pub async fn deploy(&self, component: &[u8], name: &str, extra: &str) {
