@@ -288,3 +288,50 @@ fn http_request_reaches_the_handler() {
         "HTTP 200\ncontent-type: text/plain\n\nHello from POST /hello/x?y=1\nping"
     );
 }
+
+/// `warden check` and `warden run` apply the server's compile limits: the
+/// structure check, and a compile in a bounded child process.
+#[test]
+fn check_and_run_refuse_compile_bombs_with_the_server_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = manifest_file(
+        tmp.path(),
+        "[module]\nname = \"bomb\"\nversion = \"0.1.0\"\n",
+    );
+    // 40 components, each nested in the one before.
+    let bomb = tmp.path().join("bomb.wasm");
+    let wat = format!("{}{}", "(component ".repeat(40), ")".repeat(40));
+    std::fs::write(&bomb, wat::parse_str(&wat).unwrap()).unwrap();
+    let out = warden(&[
+        "check",
+        bomb.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    let line = one_error_line(&out);
+    assert!(
+        line.starts_with("bomb: invalid component: too large to compile: nesting depth"),
+        "{line}"
+    );
+
+    // A compile that needs more than compile-memory fails in the child.
+    let host = tmp.path().join("host.toml");
+    std::fs::write(
+        &host,
+        "[server]\ndata-dir = \"data\"\ncompile-memory = \"8 MiB\"\n",
+    )
+    .unwrap();
+    let out = warden(&[
+        "run",
+        guest("hello").to_str().unwrap(),
+        "--manifest",
+        example_manifest("hello").to_str().unwrap(),
+        "--config",
+        host.to_str().unwrap(),
+    ]);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("needed more than the limit of 8 MiB of memory"),
+        "{line}"
+    );
+}
