@@ -483,6 +483,17 @@ async fn slow_and_stalled_clients_pin_neither_descriptors_nor_memory() {
     let grown = rss_kib(&s).saturating_sub(rss_before);
     assert!(grown < 48 << 10, "stalled bodies pinned {grown} KiB");
     still_serving(&s).await;
+    // One client gets a quarter of the budget: another still gets a body in.
+    let mut other = connect_from("127.0.0.4", &s.ingress).await.unwrap();
+    other
+        .write_all(
+            b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let mut answers = Vec::new();
     for c in &mut stalled {
         let mut buf = vec![0u8; 4096];

@@ -13,7 +13,12 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
 use super::deployments::Routed;
+use super::listener::Peer;
 use super::node::Node;
 use crate::error::RunError;
 
@@ -26,14 +31,21 @@ struct Ingress {
     node: Arc<Node>,
     /// Body bytes held at once across requests (`server.body-budget`).
     budget: Arc<Semaphore>,
+    /// Body bytes held per client address; one client gets a quarter of
+    /// the budget, so it cannot starve the others' requests.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client_share: usize,
     body_timeout: std::time::Duration,
 }
 
 pub fn router(node: Arc<Node>) -> Router {
     let budget = Semaphore::new((node.config.body_budget.0 as usize).min(Semaphore::MAX_PERMITS));
+    let total = node.config.body_budget.0 as usize;
     let state = Ingress {
         body_timeout: node.config.body_timeout.0,
         budget: Arc::new(budget),
+        per_client: Arc::default(),
+        client_share: (total / 4).max(MAX_BODY).min(total),
         node,
     };
     Router::new().fallback(handle).with_state(state)
@@ -67,8 +79,9 @@ async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
         );
     }
     let (parts, body) = request.into_parts();
+    let client = parts.extensions.get::<Peer>().map(|p| p.0.ip());
     let (body, _held) =
-        match tokio::time::timeout(ingress.body_timeout, read_body(body, &ingress.budget)).await {
+        match tokio::time::timeout(ingress.body_timeout, read_body(body, &ingress, client)).await {
             Ok(Ok(read)) => read,
             Ok(Err(refusal)) => return refusal,
             Err(_) => {
@@ -125,10 +138,16 @@ async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
 /// nothing). The permit is held until the response is done.
 async fn read_body(
     mut body: Body,
-    budget: &Arc<Semaphore>,
-) -> Result<(bytes::Bytes, Option<OwnedSemaphorePermit>), Response> {
+    ingress: &Ingress,
+    client: Option<IpAddr>,
+) -> Result<(bytes::Bytes, Held), Response> {
+    let budget = &ingress.budget;
     let mut buf = bytes::BytesMut::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held = Held {
+        permit: None,
+        client: client.map(|ip| (ip, ingress.per_client.clone())),
+        bytes: 0,
+    };
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| plain(StatusCode::BAD_REQUEST, format!("request body: {e}")))?;
@@ -141,6 +160,21 @@ async fn read_body(
                 format!("request body above {MAX_BODY} bytes"),
             ));
         }
+        if let Some((ip, per_client)) = &held.client {
+            let mut map = per_client.lock().unwrap_or_else(|p| p.into_inner());
+            let mine = map.entry(*ip).or_default();
+            if *mine + data.len() > ingress.client_share {
+                return Err(plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "server busy: this client's request bodies in flight use its share ({} bytes) of the body budget",
+                        ingress.client_share
+                    ),
+                ));
+            }
+            *mine += data.len();
+            held.bytes += data.len();
+        }
         let permit = budget
             .clone()
             .try_acquire_many_owned(data.len() as u32)
@@ -150,13 +184,35 @@ async fn read_body(
                     "server busy: request bodies in flight use the whole body budget".into(),
                 )
             })?;
-        match &mut held {
+        match &mut held.permit {
             Some(h) => h.merge(permit),
-            None => held = Some(permit),
+            None => held.permit = Some(permit),
         }
         buf.extend_from_slice(&data);
     }
     Ok((buf.freeze(), held))
+}
+
+/// Body bytes a request holds of the budget and of its client's share,
+/// given back when the response is done.
+struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    client: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((ip, per_client)) = &self.client {
+            let mut map = per_client.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mine) = map.get_mut(ip) {
+                *mine = mine.saturating_sub(self.bytes);
+                if *mine == 0 {
+                    map.remove(ip);
+                }
+            }
+        }
+    }
 }
 
 fn plain(status: StatusCode, message: String) -> Response {

@@ -4,8 +4,9 @@
 //! idle keep-alive connections. `axum::serve` has none of these.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -71,7 +72,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(WithPeer {
+            app: app.clone(),
+            peer,
+        });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
@@ -130,5 +134,34 @@ impl Drop for IpSlot {
                 m.remove(&ip);
             }
         }
+    }
+}
+
+/// The client address of a request, for per-client budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The router, with each request tagged with its connection's [`Peer`].
+#[derive(Clone)]
+struct WithPeer {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower_service::Service<http::Request<B>> for WithPeer
+where
+    Router: tower_service::Service<http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<http::Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(Peer(self.peer));
+        self.app.call(request)
     }
 }
