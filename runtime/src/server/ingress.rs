@@ -33,7 +33,7 @@ struct Ingress {
     budget: Arc<Semaphore>,
     /// Body bytes held per client address; one client gets a quarter of
     /// the budget, so it cannot starve the others' requests.
-    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: PerClient,
     client_share: usize,
     body_timeout: std::time::Duration,
 }
@@ -193,11 +193,14 @@ async fn read_body(
     Ok((buf.freeze(), held))
 }
 
+/// Body bytes held per client address.
+type PerClient = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// Body bytes a request holds of the budget and of its client's share,
 /// given back when the response is done.
 struct Held {
     permit: Option<OwnedSemaphorePermit>,
-    client: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    client: Option<(IpAddr, PerClient)>,
     bytes: usize,
 }
 
