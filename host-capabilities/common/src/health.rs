@@ -32,6 +32,10 @@ pub struct Health {
     outage: Mutex<Option<Outage>>,
     /// Set while one caller probes.
     probing: AtomicBool,
+    /// When a probe last found the port open: a busy pool makes many calls
+    /// slow, and each probe costs the server a connection (PostgreSQL forks
+    /// for it), so a healthy backend is probed at most once per [`RETRY`].
+    last_open: Mutex<Option<Instant>>,
 }
 
 struct Outage {
@@ -51,6 +55,7 @@ impl Health {
             down: AtomicBool::new(false),
             outage: Mutex::new(None),
             probing: AtomicBool::new(false),
+            last_open: Mutex::new(None),
         }
     }
 
@@ -84,12 +89,23 @@ impl Health {
         if self.is_down() {
             return Some(self.down_error());
         }
-        if !self.start_probe() {
+        let recently_open = self
+            .last_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < RETRY);
+        if recently_open || !self.start_probe() {
             return None;
         }
         let probed = self.probe().await;
         self.probing.store(false, Ordering::Release);
-        probed.err().map(|e| self.went_down(e, false))
+        match probed {
+            Ok(()) => {
+                *self.last_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                None
+            }
+            Err(e) => Some(self.went_down(e, false)),
+        }
     }
 
     /// True while an outage is recorded.

@@ -66,18 +66,6 @@ async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
             return plain(StatusCode::NOT_FOUND, format!("no module serves {path}"));
         }
     };
-    // The size is known before any byte is read when the client declares it.
-    if let Some(len) = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > MAX_BODY as u64
-    {
-        return plain(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body above {MAX_BODY} bytes"),
-        );
-    }
     let (parts, body) = request.into_parts();
     let client = parts.extensions.get::<Peer>().map(|p| p.0.ip());
     let (body, _held) =
