@@ -38,6 +38,15 @@ pub struct Health {
     last_open: Mutex<Option<Instant>>,
 }
 
+/// A probe in progress; gives the flag back on drop.
+struct Probing<'a>(&'a AtomicBool);
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 struct Outage {
     since: Instant,
     error: String,
@@ -71,10 +80,8 @@ impl Health {
             let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
             outage.as_ref().is_none_or(|o| Instant::now() >= o.next_try)
         };
-        if due && self.start_probe() {
-            let probed = self.probe().await;
-            self.probing.store(false, Ordering::Release);
-            return match probed {
+        if due && let Some(_probing) = self.start_probe() {
+            return match self.probe().await {
                 Ok(()) => Ok(()),
                 Err(e) => Err(self.went_down(e, false)),
             };
@@ -94,12 +101,11 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| t.elapsed() < RETRY);
-        if recently_open || !self.start_probe() {
+        if recently_open {
             return None;
         }
-        let probed = self.probe().await;
-        self.probing.store(false, Ordering::Release);
-        match probed {
+        let _probing = self.start_probe()?;
+        match self.probe().await {
             Ok(()) => {
                 *self.last_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 None
@@ -168,10 +174,13 @@ impl Health {
         }
     }
 
-    fn start_probe(&self) -> bool {
+    /// The right to probe, held until dropped: a caller whose future is
+    /// dropped mid-probe (its deadline) must not leave probing taken.
+    fn start_probe(&self) -> Option<Probing<'_>> {
         self.probing
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .ok()
+            .map(|_| Probing(&self.probing))
     }
 
     /// A plain TCP connect to the server's port.
@@ -214,6 +223,35 @@ mod tests {
         h.recovered();
         assert!(!h.is_down());
         h.check().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_probe_dropped_half_way_leaves_the_next_one_free() {
+        // A loopback listener whose accept queue is full and never drained:
+        // further connects wait (the kernel drops their SYNs).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let c = tokio::net::TcpSocket::new_v4().unwrap();
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(std::time::Duration::from_millis(50), c.connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        let h = Health::new(
+            "b".into(),
+            "server",
+            Some(("127.0.0.1".into(), addr.port())),
+        );
+        h.went_down("gone".into(), false);
+        tokio::time::sleep(super::RETRY).await;
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(20), h.check()).await;
+        assert!(dropped.is_err(), "the probe was cut off");
+        assert!(h.start_probe().is_some(), "probing was given back");
     }
 
     #[tokio::test]
