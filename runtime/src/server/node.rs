@@ -111,12 +111,20 @@ impl CompileGate {
                 "busy: the host is compiling as many uploads as it may; try again shortly".into(),
             )
         };
+        // Counted while waiting, and uncounted on drop too: an upload whose
+        // client goes away stops waiting without leaving the count behind.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.waiting);
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= UPLOADS_WAITING {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(busy());
         }
         let got = tokio::time::timeout(UPLOAD_WAIT, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         match got {
             Ok(Ok(p)) => Ok(p),
             _ => Err(busy()),
@@ -559,5 +567,39 @@ fn retire(old: Option<Arc<Version>>) {
                 tracing::warn!(module = %old.module.name(), version = %old.version, "shutdown hook: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{CompileGate, UPLOADS_WAITING};
+
+    #[tokio::test]
+    async fn uploads_that_stop_waiting_leave_no_count_behind() {
+        let gate = std::sync::Arc::new(CompileGate::new(1));
+        let _busy = gate.for_upload().await.unwrap();
+        // A full queue of waiters whose clients go away.
+        let waiters: Vec<_> = (0..UPLOADS_WAITING)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.for_upload().await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for w in &waiters {
+            w.abort();
+        }
+        for w in waiters {
+            let _ = w.await;
+        }
+        // The next upload waits (it is not refused as busy).
+        let next = tokio::time::timeout(Duration::from_millis(50), gate.for_upload()).await;
+        assert!(
+            next.is_err(),
+            "refused at once: {:?}",
+            next.map(|r| r.is_ok())
+        );
     }
 }
