@@ -122,6 +122,8 @@ impl AmqpBackend {
         if let Some(c) = self.connected() {
             return Ok(c);
         }
+        // Passing the check while down means this caller's turn to try.
+        let my_turn = self.health.is_down();
         self.health
             .check()
             .await
@@ -131,11 +133,10 @@ impl AmqpBackend {
         if let Some(c) = self.connected() {
             return Ok(c);
         }
-        if self.health.is_down() {
-            self.health
-                .check()
-                .await
-                .inspect_err(|_| self.count_error())?;
+        // The attempt of a caller ahead failed while this one waited.
+        if !my_turn && self.health.is_down() {
+            self.count_error();
+            return Err(self.health.down_error());
         }
         // Channels of a broken connection are useless.
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();

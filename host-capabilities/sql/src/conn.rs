@@ -191,7 +191,7 @@ impl SqlBackend {
         let acquired = tokio::select! {
             r = &mut acquire => r,
             () = tokio::time::sleep(SLOW_ACQUIRE) => {
-                if let Some(down) = self.health.after_trouble().await {
+                if let Some(down) = self.health(caps.read_only).after_trouble_until(caps.deadline).await {
                     self.record_error();
                     return Err(down);
                 }
@@ -200,16 +200,24 @@ impl SqlBackend {
         };
         match acquired {
             Ok(Ok(got)) => {
-                self.health.recovered();
+                self.health(caps.read_only).recovered();
                 Ok(got)
             }
-            Ok(Err(e)) => match self.health.after_trouble().await {
+            Ok(Err(e)) => match self
+                .health(caps.read_only)
+                .after_trouble_until(caps.deadline)
+                .await
+            {
                 Some(down) => Err(down),
                 None => Err(e),
             },
             Err(_) => {
                 self.record_error();
-                if let Some(down) = self.health.after_trouble().await {
+                if let Some(down) = self
+                    .health(caps.read_only)
+                    .after_trouble_until(caps.deadline)
+                    .await
+                {
                     return Err(down);
                 }
                 Err(CapabilityError::Unavailable(format!(

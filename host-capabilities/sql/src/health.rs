@@ -16,6 +16,19 @@ pub(crate) fn gate(id: &str, url: &str) -> Health {
     Health::new(format!("sql backend {id}"), "database", address(url))
 }
 
+/// A gate of its own for `read-only-url` when it reaches another server
+/// than `url` (a replica): each may be down while the other is up.
+pub(crate) fn replica_gate(id: &str, url: &str, read_only_url: &str) -> Option<Health> {
+    let replica = address(read_only_url)?;
+    (address(url).as_ref() != Some(&replica)).then(|| {
+        Health::new(
+            format!("sql backend {id} (read-only-url)"),
+            "database",
+            Some(replica),
+        )
+    })
+}
+
 /// The TCP address a PostgreSQL or MySQL URL connects to.
 fn address(url: &str) -> Option<(String, u16)> {
     let (host, port, socket) = if url.starts_with("postgres") {
@@ -54,5 +67,12 @@ mod tests {
         );
         assert_eq!(address("postgres://u@%2Fvar%2Frun%2Fpostgresql/app"), None);
         assert_eq!(address("sqlite://x.db"), None);
+    }
+
+    #[test]
+    fn a_replica_on_another_server_gets_its_own_gate() {
+        let main = "postgres://rw@db1/app";
+        assert!(super::replica_gate("m", main, "postgres://ro@db1/app").is_none());
+        assert!(super::replica_gate("m", main, "postgres://ro@db2/app").is_some());
     }
 }

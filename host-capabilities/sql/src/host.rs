@@ -218,7 +218,9 @@ async fn take_slot(
         Ok(Ok(slot)) => Ok(slot),
         // The slots are held by calls waiting on a server that is gone:
         // the outage is the cause, not the quota.
-        _ if grant.backend.health.is_down() => Err(grant.backend.health.down_error()),
+        _ if grant.backend.health(caps.read_only).is_down() => {
+            Err(grant.backend.health(caps.read_only).down_error())
+        }
         _ => Err(CapabilityError::LimitExceeded(format!(
             "max-connections: all {} connections of grant {:?} are in use by this module",
             grant.max_connections, grant.name
@@ -228,7 +230,11 @@ async fn take_slot(
 
 /// A connection inside the wrapping transaction, holding a quota slot.
 async fn lease(grant: &ModuleGrant, caps: &Caps) -> Result<Lease, CapabilityError> {
-    grant.backend.health.check().await?;
+    grant
+        .backend
+        .health(caps.read_only)
+        .check_until(caps.deadline)
+        .await?;
     let slot = take_slot(grant, caps).await?;
     grant.backend.acquire_begun(caps, slot).await
 }

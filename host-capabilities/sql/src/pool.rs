@@ -74,6 +74,8 @@ pub struct SqlBackend {
     pub(crate) errors: AtomicU64,
     /// Whether the server is there; calls fail fast while it is not.
     pub(crate) health: warden_capability::Health,
+    /// The same for `read-only-url` when it names another server.
+    pub(crate) read_only_health: Option<warden_capability::Health>,
 }
 
 /// Pool health for `/v1/backends` and metrics.
@@ -243,7 +245,19 @@ impl SqlBackend {
             waits: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             health: crate::health::gate(id, url),
+            read_only_health: config
+                .read_only_url
+                .as_deref()
+                .and_then(|ro| crate::health::replica_gate(id, url, ro)),
         })
+    }
+
+    /// The health gate of the server that grants of this access reach.
+    pub(crate) fn health(&self, read_only: bool) -> &warden_capability::Health {
+        match &self.read_only_health {
+            Some(h) if read_only => h,
+            _ => &self.health,
+        }
     }
 
     /// The credential that grants of this access connect with (none for
