@@ -43,28 +43,37 @@ impl GuestLog {
     /// suppressed when a new period starts.
     pub fn lines(&self, text: &str) {
         for line in text.lines() {
-            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            if w.started.elapsed() >= PER {
-                if w.suppressed > 0 {
-                    tracing::warn!(target: "warden::guest", module = %self.module, "{} guest log lines suppressed (over {LINES} lines or {BYTES} bytes per {}s)", w.suppressed, PER.as_secs());
-                }
-                *w = Window {
-                    started: Instant::now(),
-                    logged: 0,
-                    bytes: 0,
-                    suppressed: 0,
-                };
-            }
             let line = cut(line);
-            if w.logged >= LINES || w.bytes + line.len() > BYTES {
-                w.suppressed += 1;
-                continue;
+            if self.admit(line.len()) {
+                tracing::info!(target: "warden::guest", module = %self.module, "{line}");
             }
-            w.logged += 1;
-            w.bytes += line.len();
-            drop(w);
-            tracing::info!(target: "warden::guest", module = %self.module, "{line}");
         }
+    }
+
+    /// Whether a line of `bytes` fits this period's budget; counts it as
+    /// suppressed if not. Host lines that carry guest-chosen text (its
+    /// error messages) are taken from the same budget.
+    pub fn admit(&self, bytes: usize) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.started.elapsed() >= PER {
+            if w.suppressed > 0 {
+                tracing::warn!(target: "warden::guest", module = %self.module, "{} guest log lines suppressed (over {LINES} lines or {BYTES} bytes per {}s)", w.suppressed, PER.as_secs());
+            }
+            *w = Window {
+                started: Instant::now(),
+                logged: 0,
+                bytes: 0,
+                suppressed: 0,
+            };
+        }
+        let bytes = bytes.min(LINE_BYTES);
+        if w.logged >= LINES || w.bytes + bytes > BYTES {
+            w.suppressed += 1;
+            return false;
+        }
+        w.logged += 1;
+        w.bytes += bytes;
+        true
     }
 }
 

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     /// Time an ingress client has to send a request body.
     #[serde(default = "default_body_timeout")]
     pub body_timeout: HumanDuration,
+    /// Time one write of a response may stay blocked on a client that does
+    /// not read; then its connection is closed. Both listeners.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: HumanDuration,
     /// Connections open at once, per listener; more are closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -146,6 +150,7 @@ impl Default for ServerConfig {
             failure_threshold: default_failure_threshold(),
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
+            write_timeout: default_write_timeout(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             body_budget: default_body_budget(),
@@ -189,6 +194,10 @@ fn default_body_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(30))
 }
 
+fn default_write_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+
 fn default_max_connections() -> usize {
     1024
 }
@@ -220,6 +229,7 @@ impl ServerConfig {
             header_timeout: self.header_timeout.0,
             max_connections: self.max_connections,
             max_per_ip: Some(self.max_connections_per_ip),
+            write_timeout: self.write_timeout.0,
         }
     }
 
@@ -249,6 +259,35 @@ pub struct HostConfigError {
 }
 
 impl HostConfig {
+    /// The host names and addresses (lower-cased, no port) of every
+    /// configured backend: a scoped token's `[grants.net]` may not reach
+    /// them around the capability that guards them.
+    pub fn backend_hosts(&self) -> Vec<String> {
+        let urls = self.sql.values().flat_map(|b| {
+            [
+                Some(&b.url),
+                b.read_only_url.as_ref(),
+                b.control_url.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        let urls = urls
+            .chain(self.kv.values().map(|b| &b.url))
+            .chain(self.amqp.values().map(|b| &b.url));
+        let mut hosts: Vec<String> = urls.filter_map(|u| url_host(u)).collect();
+        for kafka in self.kafka.values() {
+            hosts.extend(kafka.bootstrap_servers.split(',').filter_map(|b| {
+                let (host, _port) = b.trim().rsplit_once(':')?;
+                Some(unbracket(host))
+            }));
+        }
+        hosts.retain(|h| !h.is_empty());
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
     pub fn load(file: &Path) -> Result<HostConfig, HostConfigError> {
         let err = |path: String, message: String| HostConfigError {
             file: file.display().to_string(),
@@ -279,5 +318,43 @@ impl HostConfig {
             }
         }
         Ok(config)
+    }
+}
+
+/// The host of `scheme://[user[:password]@]host[:port][/path][?query]`.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port.split_inclusive(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    Some(unbracket(host))
+}
+
+fn unbracket(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod backend_host_tests {
+    use super::url_host;
+
+    #[test]
+    fn url_hosts_ignore_credentials_ports_and_paths() {
+        for (url, host) in [
+            ("postgres://u:p@db.Example:6432/app?x=1", "db.example"),
+            ("redis://127.0.0.1:6379/0", "127.0.0.1"),
+            ("amqp://guest:guest@[::1]:5672/%2f", "::1"),
+            ("mysql://root@localhost/test", "localhost"),
+            ("postgres://a:b@c@db2", "db2"),
+        ] {
+            assert_eq!(url_host(url).as_deref(), Some(host), "{url}");
+        }
+        assert_eq!(url_host("sqlite://x.db").as_deref(), Some("x.db"));
     }
 }

@@ -245,6 +245,11 @@ impl LoadedModule {
     }
 
     /// Logs what an invocation printed, within the module's log budget.
+    /// This module's log budget, for host lines carrying its text.
+    pub fn guest_log(&self) -> &crate::guest_log::GuestLog {
+        &self.guest_log
+    }
+
     pub fn log_output(&self, out: &Output) {
         self.guest_log.lines(&out.stdout);
         self.guest_log.lines(&out.stderr);

@@ -523,6 +523,43 @@ async fn slow_and_stalled_clients_pin_neither_descriptors_nor_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_lose_their_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), "write-timeout = \"1s\"");
+    bystander(&s).await;
+    // 200 KiB per answer: 100 pipelined requests fill any socket buffers.
+    let big = "x".repeat(200 << 10);
+    s.upload(
+        &guest("http-faulty"),
+        &faulty_manifest("big", "1.0.0", &big, "/big"),
+        true,
+    )
+    .await
+    .unwrap();
+    let fds_before = open_fds(&s);
+    let mut readers_never = Vec::new();
+    for _ in 0..10 {
+        let mut c = connect_from("127.0.0.5", &s.ingress).await.unwrap();
+        let pipelined = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+        let _ = c.write_all(pipelined.as_bytes()).await;
+        readers_never.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let open = open_fds(&s);
+    assert!(
+        open >= fds_before + 8,
+        "the connections are open: {fds_before} → {open}"
+    );
+    still_serving(&s).await;
+    // The server gives up on each once a write has been blocked 1 s.
+    eventually("the connections closed by the server", async || {
+        open_fds(&s) < fds_before + 3
+    })
+    .await;
+    still_serving(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() {
     const ORDERS: &str = "orders-team-token-5e1d";
     let tmp = tempfile::tempdir().unwrap();
@@ -563,12 +600,43 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
         !s.dir.join("data/files/billing").exists(),
         "nothing created"
     );
+    // Raw network access to the operator's own network or to a backend
+    // host would go around the capabilities and their scoping.
+    for entry in [
+        "127.0.0.1:6379",
+        "localhost:5432",
+        "[::ffff:10.0.0.7]:5432",
+        "169.254.169.254:80",
+        "192.168.1.10:3306",
+    ] {
+        let net = format!("[grants.net]\nallow = [\"{entry}\"]\n");
+        let err = upload("orders-net", "1.0.0", &net).await.unwrap_err();
+        assert!(
+            err.contains("403") && err.contains("grants.net.allow") && err.contains(entry),
+            "{entry}: {err}"
+        );
+    }
+    let other_root = "[grants.fs]\n\"/m\" = { host = \"orders-api\", root = \"media\" }\n";
+    let err = upload("orders-fs", "1.0.0", other_root).await.unwrap_err();
+    assert!(
+        err.contains("403") && err.contains("fs root \"media\""),
+        "{err}"
+    );
+    assert_eq!(
+        http(&s.admin, "GET", "/v1/modules/orders-net", Some(ADMIN), b"")
+            .await
+            .0,
+        404,
+        "nothing stored"
+    );
     let kv = "[grants.kv.c]\nbackend = \"redis\"\nprefix = \"x:\"\n";
     let err = upload("orders-kv", "1.0.0", kv).await.unwrap_err();
     assert!(err.contains("403") && err.contains("kv.redis"), "{err}");
     // Over its quota (two versions of ~92 KiB each).
     let err = upload("orders-api", "2.0.0", "").await.unwrap_err();
     assert!(err.contains("403") && err.contains("quota"), "{err}");
+    // The version it already stored, sent again, costs nothing more.
+    upload("orders-api", "1.0.0", "").await.unwrap();
     // Another team's module: invisible and untouchable.
     s.upload(
         &component,
@@ -711,4 +779,64 @@ async fn compiles_are_bounded_in_number_and_a_chatty_failure_does_not_stall_one(
         "{}",
         &err[..err.len().min(300)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_racing_on_two_nodes_cannot_together_pass_a_quota() {
+    const TEAM: &str = "racing-team-token-77b1";
+    let pg = PgRegistry::create("quota_race").await;
+    let config = format!(
+        "{}\n[[server.tokens]]\nname = \"racers\"\nsha256 = \"{}\"\nrole = \"deployer\"\nquota = \"150 KiB\"\n",
+        pg.config(),
+        sha256_hex(TEAM)
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let nodes = [
+        Server::start(&tmp.path().join("a"), &config),
+        Server::start(&tmp.path().join("b"), &config),
+    ];
+    let component = guest("http-faulty");
+    // Both nodes compile the component once, so the racing uploads below
+    // reach the registry within milliseconds of each other.
+    for (i, node) in nodes.iter().enumerate() {
+        let warm = faulty_manifest(&format!("warm{i}"), "1.0.0", "w", &format!("/w{i}"));
+        node.upload(&component, &warm, false).await.unwrap();
+    }
+    // Each version costs ~92 KiB: the quota holds one.
+    let racers = (0..6).map(|i| {
+        let client = nodes[i % 2].client(TEAM);
+        let manifest = faulty_manifest(&format!("racer{i}"), "1.0.0", "r", &format!("/r{i}"));
+        let component = component.clone();
+        async move {
+            client
+                .post_multipart(
+                    "/v1/modules",
+                    &[
+                        ("component", "c.wasm", component.as_slice()),
+                        ("manifest", "warden.toml", manifest.as_bytes()),
+                    ],
+                )
+                .await
+                .map_err(|e| e.0)
+        }
+    });
+    let results = futures_util::future::join_all(racers).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(stored, 1, "{results:?}");
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(err.contains("quota"), "{err}");
+    }
+    // The effect: the registry holds one version of the token.
+    let (status, tokens) = http(&nodes[0].admin, "GET", "/v1/tokens", Some(ADMIN), b"").await;
+    assert_eq!(status, 200, "{tokens}");
+    let tokens: Value = serde_json::from_str(&tokens).unwrap();
+    let racers = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "racers")
+        .unwrap();
+    assert!(racers["stored"].as_u64().unwrap() <= 150 * 1024, "{racers}");
+    drop(nodes);
+    pg.drop_db().await;
 }

@@ -2,7 +2,10 @@
 //! token itself is never stored by the server nor logged.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::Path;
+
+use warden_net::EndpointHost;
 
 use sha2::{Digest, Sha256};
 
@@ -40,7 +43,9 @@ impl Caller {
     /// is outside its scope, a `[grants.fs]` host path starts outside it
     /// (a scoped token's modules get only directories named like modules
     /// it may deploy), or a grant names a backend it was not given.
-    pub fn refusals(&self, manifest: &Manifest) -> Vec<String> {
+    /// `backend_hosts`: every configured backend's host
+    /// ([`crate::host_config::HostConfig::backend_hosts`]).
+    pub fn refusals(&self, manifest: &Manifest, backend_hosts: &[String]) -> Vec<String> {
         let name = &manifest.module.name;
         let mut no = Vec::new();
         if !self.may(name) {
@@ -63,7 +68,21 @@ impl Caller {
                 }
             }
         }
+        if self.modules.is_some() || self.backends.is_some() {
+            no.extend(self.net_refusals(manifest, backend_hosts));
+        }
         if let Some(allowed) = &self.backends {
+            for (guest, grant) in &manifest.grants.fs {
+                let root = grant.root.as_deref().unwrap_or(warden_fs::DEFAULT_ROOT);
+                let key = format!("fs.{root}");
+                if root != warden_fs::DEFAULT_ROOT && !allowed.contains(&key) {
+                    no.push(format!(
+                        "grants.fs.\"{guest}\": token {:?} may not use fs root {root:?} (its backends: {})",
+                        self.name,
+                        allowed.join(", ")
+                    ));
+                }
+            }
             let g = &manifest.grants;
             let used = g
                 .sql
@@ -84,6 +103,71 @@ impl Caller {
             }
         }
         no
+    }
+}
+
+impl Caller {
+    /// A scoped token's modules reach the outside world only: no loopback,
+    /// private, link-local or metadata address, and no host of a
+    /// configured backend (its database, Redis, brokers), which they must
+    /// use through their capability grants and its scoping.
+    fn net_refusals(&self, manifest: &Manifest, backend_hosts: &[String]) -> Vec<String> {
+        let Some(net) = &manifest.grants.net else {
+            return Vec::new();
+        };
+        let Ok(endpoints) = net.endpoints() else {
+            return Vec::new(); // the manifest check names the bad entry
+        };
+        let mut no = Vec::new();
+        for (entry, endpoint) in net.allow.iter().zip(endpoints) {
+            let why = match &endpoint.host {
+                EndpointHost::Ip(ip) if is_internal(*ip) => Some("an internal address"),
+                EndpointHost::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
+                    Some("a loopback name")
+                }
+                _ => None,
+            };
+            let host = match &endpoint.host {
+                EndpointHost::Ip(ip) => canonical(*ip).to_string(),
+                EndpointHost::Name(n) => n.clone(),
+            };
+            let backend = backend_hosts.iter().any(|b| host_key(b) == host);
+            let why = why.or(backend.then_some("the host of a configured backend"));
+            if let Some(why) = why {
+                no.push(format!(
+                    "grants.net.allow {entry:?}: token {:?} is scoped, and its modules may not reach {why}",
+                    self.name
+                ));
+            }
+        }
+        no
+    }
+}
+
+/// Loopback, private, shared, link-local, metadata and other special
+/// addresses: the operator's own network.
+fn is_internal(ip: IpAddr) -> bool {
+    if warden_net::is_special_address(ip) {
+        return true;
+    }
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xfe00 == 0xfc00,
+    }
+}
+
+/// A host as [`Caller::net_refusals`] compares them: addresses canonical.
+fn host_key(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => canonical(ip).to_string(),
+        Err(_) => host.to_ascii_lowercase(),
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -172,4 +256,55 @@ fn write_private(file: &Path, token: &str) -> std::io::Result<()> {
     let mut f = options.open(file)?;
     f.write_all(token.as_bytes())?;
     f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scoped() -> Caller {
+        Caller {
+            name: "team".into(),
+            role: Role::Deployer,
+            modules: Some(vec!["orders-*".into()]),
+            quota: None,
+            backends: None,
+        }
+    }
+
+    fn with_net(allow: &str) -> Manifest {
+        Manifest::parse(&format!(
+            "[module]\nname = \"orders-a\"\nversion = \"1.0.0\"\n[grants.net]\nallow = [{allow}]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn scoped_tokens_reach_neither_backend_hosts_nor_internal_addresses() {
+        let hosts = vec!["db.corp.example".to_string(), "203.0.113.9".to_string()];
+        for entry in [
+            "\"db.corp.example:5432\"",
+            "\"DB.corp.example.:22\"",
+            "\"203.0.113.9:6379\"",
+            "\"[::ffff:203.0.113.9]:6379\"",
+            "\"10.1.2.3:80\"",
+            "\"[fd00::1]:80\"",
+            "\"100.64.0.1:80\"",
+            "\"app.localhost:80\"",
+        ] {
+            let refused = scoped().refusals(&with_net(entry), &hosts);
+            assert_eq!(refused.len(), 1, "{entry}: {refused:?}");
+        }
+        let fine = with_net("\"api.example.com:443\", \"198.51.100.1:443\"");
+        assert!(scoped().refusals(&fine, &hosts).is_empty());
+        let unscoped = Caller {
+            modules: None,
+            ..scoped()
+        };
+        assert!(
+            unscoped
+                .refusals(&with_net("\"127.0.0.1:6379\""), &hosts)
+                .is_empty()
+        );
+    }
 }

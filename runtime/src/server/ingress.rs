@@ -67,7 +67,7 @@ async fn handle(State(ingress): State<Ingress>, request: Request) -> Response {
         }
     };
     let (parts, body) = request.into_parts();
-    let client = parts.extensions.get::<Peer>().map(|p| p.0.ip());
+    let client = parts.extensions.get::<Peer>().map(Peer::client);
     let (body, _held) =
         match tokio::time::timeout(ingress.body_timeout, read_body(body, &ingress, client)).await {
             Ok(Ok(read)) => read,

@@ -1,10 +1,12 @@
 //! Accepting connections without trusting clients: a cap on connections
-//! per listener and per client IP (over it, a connection is closed at
-//! once, before a byte is read), and a header-read timeout that also ends
-//! idle keep-alive connections. `axum::serve` has none of these.
+//! per listener and per client (an IPv4 address or an IPv6 /64; over it, a
+//! connection is closed at once, before a byte is read), a header-read
+//! timeout that also ends idle keep-alive connections, and a write timeout
+//! for clients that stop reading. `axum::serve` has none of these.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,8 +16,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 /// How a listener treats its clients.
 #[derive(Debug, Clone)]
@@ -25,8 +29,13 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
-    /// Connections open at once from one IP address; None: no cap.
+    /// Connections open at once from one client ([`client_key`]); None:
+    /// no cap.
     pub max_per_ip: Option<usize>,
+    /// Time one write to a client may stay blocked (the client is not
+    /// reading): then the connection is closed, or a client that never
+    /// reads would hold it, and its pipelined requests, for good.
+    pub write_timeout: Duration,
 }
 
 /// How long in-flight requests get to finish at shutdown.
@@ -44,6 +53,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     let mut refused: u64 = 0;
+    let mut refused_per_client: u64 = 0;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -68,7 +78,15 @@ pub async fn serve(
             }
             continue;
         };
-        let Some(ip_slot) = IpSlot::take(&per_ip, peer.ip(), limits.max_per_ip) else {
+        let Some(ip_slot) = IpSlot::take(&per_ip, client_key(peer.ip()), limits.max_per_ip) else {
+            refused_per_client += 1;
+            if refused_per_client.is_power_of_two() {
+                tracing::warn!(
+                    "per-client connection cap of {} reached (last by {}): {refused_per_client} connections refused so far",
+                    limits.max_per_ip.unwrap_or_default(),
+                    client_key(peer.ip())
+                );
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -79,7 +97,10 @@ pub async fn serve(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(
+                TokioIo::new(WriteTimeout::new(stream, limits.write_timeout)),
+                service,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
@@ -91,7 +112,108 @@ pub async fn serve(
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
 }
 
-/// One connection counted against its IP address until dropped.
+/// Whom the per-client caps count: an IPv4 address (also when it comes
+/// IPv4-mapped), or an IPv6 /64, the block one client usually holds (per
+/// address, one host could take every slot with addresses of its /64).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has been blocked
+/// for its timeout; reads are the header and body timeouts' business.
+struct WriteTimeout<S> {
+    inner: S,
+    timeout: Duration,
+    blocked: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            blocked: None,
+        }
+    }
+
+    /// Passes a ready write through; a pending one arms (or checks) the timer.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.blocked = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let timer = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read its response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+}
+
+/// One connection counted against its client until dropped.
 struct IpSlot {
     map: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: Option<IpAddr>,
@@ -141,6 +263,13 @@ impl Drop for IpSlot {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+impl Peer {
+    /// Whom per-client budgets count ([`client_key`]).
+    pub fn client(&self) -> IpAddr {
+        client_key(self.0.ip())
+    }
+}
+
 /// The router, with each request tagged with its connection's [`Peer`].
 #[derive(Clone)]
 struct WithPeer {
@@ -163,5 +292,20 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(Peer(self.peer));
         self.app.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+
+    #[test]
+    fn clients_are_ipv4_addresses_or_ipv6_64s() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("203.0.113.5"), "203.0.113.5");
+        assert_eq!(key("::ffff:203.0.113.5"), "203.0.113.5");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:ffff::9"), "2001:db8:1:2::");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 }

@@ -92,6 +92,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         linker,
         backends,
         fs_roots,
+        backend_hosts: config.backend_hosts(),
     };
     // In the background: a broker that is slow or down must not hold up the
     // node (sends and consumers say so, and retry).

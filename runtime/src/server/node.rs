@@ -62,6 +62,9 @@ pub struct Host {
     pub backends: Backends,
     /// `[fs] roots`: the directories `[grants.fs]` may name paths beneath.
     pub fs_roots: BTreeMap<String, PathBuf>,
+    /// Every configured backend's host, which scoped tokens' `[grants.net]`
+    /// may not name.
+    pub backend_hosts: Vec<String>,
 }
 
 pub struct Node {
@@ -187,8 +190,10 @@ impl Node {
                 // Report the component's own problems in the same answer,
                 // as far as they show without compiling (nothing is
                 // compiled for a manifest that cannot be stored).
+                // Parsing a large component takes a while: keep this
+                // worker's other tasks moving.
                 let mut problems = problems;
-                if let Err(e) = self.host.engine.check(bytes) {
+                if let Err(e) = tokio::task::block_in_place(|| self.host.engine.check(bytes)) {
                     problems.push(e.to_string());
                 }
                 return Err(NodeError::Invalid(problems));
@@ -200,11 +205,16 @@ impl Node {
         );
         // Before compiling: a token cannot make the host work for a module
         // it may not deploy, nor store past its quota.
-        let refusals = caller.refusals(&manifest);
+        let refusals = caller.refusals(&manifest, &self.host.backend_hosts);
         if !refusals.is_empty() {
             return Err(NodeError::Forbidden(refusals.join("; ")));
         }
-        if let Some(quota) = caller.quota {
+        // A version already stored costs nothing more (the registry tells
+        // an identical re-upload from a conflicting one).
+        let stored = self.registry.version(&name, &version).await.is_ok();
+        if let Some(quota) = caller.quota
+            && !stored
+        {
             let used = self.registry.stored_by(&caller.name).await?;
             let needed = (bytes.len() + manifest_text.len()) as u64;
             if used + needed > quota {
@@ -474,9 +484,13 @@ impl Node {
                 version.module.log_output(out);
             }
             Err(RunError::Failed(msg)) => {
-                // The guest ran and answered with an error: not a sandbox failure.
-                let msg = crate::guest_log::cut(msg);
-                tracing::info!(module = %name, trigger, "guest returned an error: {msg}");
+                // The guest ran and answered with an error: not a sandbox
+                // failure. Its text is the guest's: under its log budget,
+                // escaped (no forged lines).
+                if version.module.guest_log().admit(msg.len()) {
+                    let msg = crate::guest_log::cut(msg);
+                    tracing::info!(module = %name, trigger, "guest returned an error: {msg:?}");
+                }
             }
             Err(RunError::Refused(l)) => {
                 // Nothing ran: backpressure is never the module's failure,
@@ -484,11 +498,15 @@ impl Node {
                 tracing::debug!(module = %name, trigger, "refused: {l}");
             }
             Err(e) => {
+                // A trap's message may carry guest text too (a panic).
                 let shown = e.to_string();
-                tracing::warn!(module = %name, trigger, "{}", crate::guest_log::cut(&shown));
+                let shown = crate::guest_log::cut(&shown);
+                if version.module.guest_log().admit(shown.len()) {
+                    tracing::warn!(module = %name, trigger, "{shown:?}");
+                }
                 if deployed.failed_once(self.config.failure_threshold) {
                     let detail = format!(
-                        "{} failed invocations in a row, last: {e}",
+                        "{} failed invocations in a row, last: {shown}",
                         self.config.failure_threshold
                     );
                     tracing::error!(module = %name, "marked failed: {detail}");

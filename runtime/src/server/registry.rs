@@ -252,6 +252,15 @@ impl Registry {
         if let Some(u) = uploader
             && let Some(quota) = u.quota
         {
+            // Two uploads of one token at once must not both fit under the
+            // quota: PostgreSQL's READ COMMITTED would let each see the sum
+            // without the other (SQLite's one connection serializes them).
+            if self.postgres_url.is_some() {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("warden-quota:{}", u.token))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let used = stored_by(&mut *tx, u.token).await?;
             if used + size > quota {
                 return Err(RegistryError::Quota(quota_message(
