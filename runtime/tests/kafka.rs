@@ -413,3 +413,94 @@ async fn a_frozen_broker_times_sends_out_and_both_sides_resume_when_it_answers_a
         "the committed record was handled again: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_a_frozen_broker_fail_fast_grow_nothing_and_come_back_within_a_second() {
+    let broker = OwnBroker::start();
+    let topic = format!("wo{}.events", unique());
+    create_partitioned(&broker.addr, &[&topic], 1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &host_config_for(&broker.addr));
+    let grant = format!(
+        "[limits]\ntimeout = \"5s\"\n[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"{topic}\"]\n"
+    );
+    s.deploy(&guest("kafka-probe"), "kfout", &grant).await;
+    let send = async |payload: &str| {
+        http(
+            &s.ingress,
+            "POST",
+            &format!("/kfout/ev/{topic}"),
+            None,
+            payload.as_bytes(),
+        )
+        .await
+    };
+    assert_eq!(send("before").await.0, 200);
+    broker.freeze(true);
+    // The first send finds out: no acknowledgement within the delivery timeout.
+    let (status, body) = send("frozen").await;
+    assert_eq!(status, 504, "{body}");
+    // Known down now: thousands of sends fail at once with `unavailable`,
+    // queue nothing and grow nothing.
+    let rss_before = rss_kib(&s);
+    let flood = (0..8).map(|_| async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..400 {
+            let started = std::time::Instant::now();
+            let (status, body) = send("flood").await;
+            slowest = slowest.max(started.elapsed());
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                body.contains("kafka backend k: cluster unreachable"),
+                "{body}"
+            );
+        }
+        slowest
+    });
+    let slowest = futures_util::future::join_all(flood)
+        .await
+        .into_iter()
+        .max()
+        .unwrap();
+    let grown = rss_kib(&s).saturating_sub(rss_before);
+    println!(
+        "RSS: {rss_before} KiB before 3200 failed sends, +{grown} KiB after; slowest {slowest:?}"
+    );
+    assert!(
+        grown < 10 << 10,
+        "3200 failed sends grew the server by {grown} KiB"
+    );
+    // One send per probe (every 250 ms) may wait for the probe's 500 ms.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a failed send took {slowest:?}"
+    );
+    broker.freeze(false);
+    let thawed = std::time::Instant::now();
+    while send("after").await.0 != 200 {
+        assert!(
+            thawed.elapsed() < Duration::from_secs(1),
+            "sends not back {:?} after the broker",
+            thawed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("back {:?} after the broker", thawed.elapsed());
+    // Acknowledged sends are all on the topic: before, after (and the
+    // frozen one, which librdkafka still delivers once the broker answers).
+    let produced = high_watermark(&broker.addr, &topic);
+    assert!(produced >= 2, "{produced} records on the topic");
+}
+
+/// The number of records in partition 0 of `topic`.
+fn high_watermark(broker: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .unwrap()
+        .1
+}

@@ -6,15 +6,19 @@
 //! once with `unavailable` naming it, and one caller at a time probes the
 //! server's port (a plain TCP connect) every [`RETRY`] until it answers.
 //! The backend says when a real call succeeded again ([`Health::recovered`]).
+//! A server that accepts connections but does not answer (a frozen Kafka
+//! broker) needs a probe that speaks its protocol: [`Health::with_probe`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::CapabilityError;
 
-/// How long reaching the server's port may take.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long reaching the server's port (or a custom probe) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Wait between attempts while the server is down.
 pub const RETRY: Duration = Duration::from_millis(250);
 /// Longest wait after repeated failures past the port (a handshake).
@@ -29,8 +33,7 @@ struct State {
     label: String,
     /// What is down: `database`, `broker`, `Redis`.
     what: &'static str,
-    /// `host:port` to probe; None (SQLite, Unix sockets): never probed.
-    address: Option<(String, u16)>,
+    probe: Probe,
     down: AtomicBool,
     outage: Mutex<Option<Outage>>,
     /// Set while one probe runs.
@@ -39,6 +42,18 @@ struct State {
     /// slow, and each probe costs the server a connection (PostgreSQL forks
     /// for it), so a healthy backend is probed at most once per [`RETRY`].
     last_open: Mutex<Option<Instant>>,
+}
+
+/// A backend's own check that its server answers, within [`PROBE_TIMEOUT`].
+pub type ProbeFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+enum Probe {
+    /// SQLite, Unix sockets: never probed.
+    Never,
+    /// A plain TCP connect to `host:port`.
+    Port(String, u16),
+    Custom(ProbeFn),
 }
 
 /// A probe in progress; gives the flag back on drop.
@@ -59,11 +74,26 @@ struct Outage {
 }
 
 impl Health {
+    /// A gate probing `address` (`host`, `port`) with a TCP connect; None:
+    /// never probed.
     pub fn new(label: String, what: &'static str, address: Option<(String, u16)>) -> Self {
+        let probe = match address {
+            Some((host, port)) => Probe::Port(host, port),
+            None => Probe::Never,
+        };
+        Self::with(label, what, probe)
+    }
+
+    /// A gate whose probe is the backend's own.
+    pub fn with_probe(label: String, what: &'static str, probe: ProbeFn) -> Self {
+        Self::with(label, what, Probe::Custom(probe))
+    }
+
+    fn with(label: String, what: &'static str, probe: Probe) -> Self {
         Self(Arc::new(State {
             label,
             what,
-            address,
+            probe,
             down: AtomicBool::new(false),
             outage: Mutex::new(None),
             probing: AtomicBool::new(false),
@@ -226,6 +256,13 @@ impl Health {
                 Ok(()) => {
                     let now = Instant::now();
                     *health.0.last_open.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                    // A backend's own probe got an answer from the server
+                    // itself: it is up (and a caller whose calls keep
+                    // failing for other reasons cannot hold it down).
+                    if matches!(health.0.probe, Probe::Custom(_)) {
+                        health.recovered();
+                        return true;
+                    }
                     // Still down until a real call succeeds: the next
                     // attempt is one [`RETRY`] away, not at once (an open
                     // port with a failing server would be probed hot).
@@ -242,10 +279,18 @@ impl Health {
         }))
     }
 
-    /// A plain TCP connect to the server's port.
+    /// Whether the server answers: a plain TCP connect to its port, or
+    /// the backend's own probe.
     pub async fn probe(&self) -> Result<(), String> {
-        let Some((host, port)) = &self.0.address else {
-            return Ok(());
+        let (host, port) = match &self.0.probe {
+            Probe::Never => return Ok(()),
+            Probe::Custom(probe) => {
+                return match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                    Ok(answered) => answered,
+                    Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+                };
+            }
+            Probe::Port(host, port) => (host, port),
         };
         let connect = tokio::net::TcpStream::connect((host.as_str(), *port));
         match tokio::time::timeout(PROBE_TIMEOUT, connect).await {

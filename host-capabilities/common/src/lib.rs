@@ -13,5 +13,5 @@ pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
 pub use grants::{Granted, ModuleGrants, resolve_grants};
-pub use health::Health;
+pub use health::{Health, PROBE_TIMEOUT, ProbeFn};
 pub use units::{ByteSize, HumanDuration, Rate};

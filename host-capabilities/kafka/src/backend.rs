@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
 use serde::Deserialize;
-use warden_capability::HumanDuration;
+use warden_capability::{Health, HumanDuration, PROBE_TIMEOUT};
 
 /// One `[kafka.<id>]` entry of the host config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -123,6 +123,8 @@ pub struct KafkaBackend {
     producer: FutureProducer,
     sent: AtomicU64,
     errors: AtomicU64,
+    /// Whether the cluster answers; sends fail fast while it does not.
+    pub(crate) health: Health,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,7 @@ impl KafkaBackends {
                 Arc::new(KafkaBackend {
                     id: id.clone(),
                     config: config.clone(),
+                    health: gate(id, config)?,
                     producer,
                     sent: AtomicU64::new(0),
                     errors: AtomicU64::new(0),
@@ -181,6 +184,36 @@ impl KafkaBackends {
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
+}
+
+/// The health gate of backend `id`. A frozen or partitioned broker still
+/// accepts TCP connections (the kernel does), so the probe is a metadata
+/// request, on a client of its own: behind the shared producer's
+/// connections it would wait for a tenant's queued batches.
+fn gate(id: &str, config: &KafkaBackendConfig) -> Result<Health, String> {
+    let prober: BaseProducer = config
+        .client_config(id)?
+        .create()
+        .map_err(|e| format!("kafka.{id}: {e}"))?;
+    let prober = Arc::new(prober);
+    let probe: warden_capability::ProbeFn = Arc::new(move || {
+        let prober = prober.clone();
+        Box::pin(async move {
+            let asked = tokio::task::spawn_blocking(move || {
+                prober
+                    .client()
+                    .fetch_metadata(None, PROBE_TIMEOUT)
+                    .map(|_| ())
+                    .map_err(|e| format!("no metadata: {e}"))
+            });
+            asked.await.map_err(|e| e.to_string())?
+        })
+    });
+    Ok(Health::with_probe(
+        format!("kafka backend {id}"),
+        "cluster",
+        probe,
+    ))
 }
 
 impl KafkaBackend {

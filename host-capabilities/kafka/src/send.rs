@@ -17,11 +17,20 @@ pub type Receipt = (i32, i64);
 impl KafkaBackend {
     /// Sends `records` to `topic` (already checked against the grant and
     /// the size caps); receipts come back in order.
+    ///
+    /// While the cluster is known to be down, fails at once with
+    /// `unavailable` (see [`warden_capability::Health`]): otherwise every
+    /// send would wait out the delivery timeout with its records queued in
+    /// librdkafka, holding the caller and host memory for the outage.
     pub async fn send(
         &self,
         topic: &str,
         records: &[Outgoing],
     ) -> Result<Vec<Receipt>, CapabilityError> {
+        if let Err(e) = self.health.check().await {
+            self.count(0, records.len() as u64);
+            return Err(e);
+        }
         let queue_timeout = Timeout::After(self.config().delivery_timeout.0);
         let sends = records.iter().map(|r| {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(&r.payload);
@@ -58,8 +67,25 @@ impl KafkaBackend {
         let errors = records.len() - receipts.len();
         self.count(receipts.len() as u64, errors as u64);
         match first_error {
-            None => Ok(receipts),
-            Some(e) => Err(self.error(topic, e, errors, records.len())),
+            None => {
+                self.health.recovered();
+                Ok(receipts)
+            }
+            Some(e) => {
+                let err = self.error(topic, e, errors, records.len());
+                // This call keeps its own (precise) error; the probe
+                // records an outage for the calls after it.
+                if matches!(
+                    err,
+                    CapabilityError::Timeout(_) | CapabilityError::Unavailable(_)
+                ) {
+                    let _ = self.health.after_trouble().await;
+                } else {
+                    // The broker answered (no such topic, too large).
+                    self.health.recovered();
+                }
+                Err(err)
+            }
         }
     }
 

@@ -217,6 +217,10 @@ impl KvHost<'_> {
                     backend.record_error();
                     return Ok(Err(WitError::from(down)));
                 }
+                if e.code().is_some() {
+                    // Redis itself answered (with an error): it is up.
+                    backend.health.recovered();
+                }
                 Ok(Err(WitError::from(from_redis(backend, e))))
             }
         }
