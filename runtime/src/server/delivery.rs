@@ -88,16 +88,25 @@ pub fn record_dead_letter(
     error: &str,
     went_to: &str,
 ) {
+    // The error is the guest's text: cut, escaped (no forged log lines)
+    // and logged within the module's log budget.
+    let error = crate::guest_log::cut(error);
     let detail = format!(
-        "{} message on {:?} failed {} times, last: {error}; {went_to}",
+        "{} message on {:?} failed {} times, last: {error:?}; {went_to}",
         message.source,
         message.topic,
         retries + 1,
     );
-    tracing::warn!(module = %deployed.name, "{detail}");
+    let version = deployed.current();
+    if version
+        .as_ref()
+        .is_none_or(|v| v.module.guest_log().admit(detail.len()))
+    {
+        tracing::warn!(module = %deployed.name, "{detail}");
+    }
     node.audit.record(NewAudit {
         module: deployed.name.clone(),
-        version: deployed.current().map(|v| v.version.clone()),
+        version: version.map(|v| v.version.clone()),
         kind: "dead-letter".into(),
         rule: "max-retries".into(),
         detail,

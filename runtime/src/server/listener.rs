@@ -128,13 +128,21 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A stream whose writes fail with `TimedOut` once one has been blocked
-/// for its timeout; reads are the header and body timeouts' business.
+/// A stream whose writes fail with `TimedOut` once they have been blocked
+/// for the timeout without [`MIN_PROGRESS`] bytes getting through: a
+/// client draining a few bytes now and then holds the connection no
+/// longer than one that reads nothing. Reads are the header and body
+/// timeouts' business.
 struct WriteTimeout<S> {
     inner: S,
     timeout: Duration,
-    blocked: Option<Pin<Box<Sleep>>>,
+    /// Armed at a blocked write: the deadline, and the bytes written since.
+    blocked: Option<(Pin<Box<Sleep>>, usize)>,
 }
+
+/// Bytes that must get through within one write timeout of a blocked
+/// write (0.5 KiB/s at the default 30 s).
+const MIN_PROGRESS: usize = 16 << 10;
 
 impl<S> WriteTimeout<S> {
     fn new(inner: S, timeout: Duration) -> Self {
@@ -145,20 +153,27 @@ impl<S> WriteTimeout<S> {
         }
     }
 
-    /// Passes a ready write through; a pending one arms (or checks) the timer.
+    /// Counts what a ready write got through; a pending one arms (or
+    /// checks) the deadline.
     fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
+        written: impl FnOnce(&T) -> usize,
     ) -> Poll<std::io::Result<T>> {
-        if polled.is_ready() {
-            self.blocked = None;
+        if let Poll::Ready(result) = &polled {
+            if let (Ok(value), Some((_, progress))) = (result, self.blocked.as_mut()) {
+                *progress += written(value);
+                if *progress >= MIN_PROGRESS {
+                    self.blocked = None;
+                }
+            }
             return polled;
         }
         let timeout = self.timeout;
-        let timer = self
+        let (timer, _) = self
             .blocked
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), 0));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -175,6 +190,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        // Not a sign of progress: a client may send requests and read nothing.
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -186,7 +202,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |n| *n)
     }
 
     fn poll_write_vectored(
@@ -195,7 +211,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |n| *n)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -204,12 +220,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |()| 0)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |()| 0)
     }
 }
 
@@ -297,7 +313,50 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::client_key;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{WriteTimeout, client_key};
+
+    /// Writes 1 KiB at a time, under a 300 ms write timeout, to a peer
+    /// reading up to `chunk` bytes every 100 ms; for at most 3 s. The
+    /// error, if the writes failed in that time.
+    async fn write_to_reader(chunk: usize) -> Option<std::io::ErrorKind> {
+        let (server, mut client) = tokio::io::duplex(chunk);
+        let mut server = WriteTimeout::new(server, Duration::from_millis(300));
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; chunk];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if matches!(client.read(&mut buf).await, Ok(0) | Err(_)) {
+                    break;
+                }
+            }
+        });
+        let written = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                server.write_all(&[b'x'; 1024]).await?;
+            }
+        })
+        .await;
+        reader.abort();
+        match written {
+            Ok(Err::<(), std::io::Error>(e)) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_draining_a_trickle_is_cut_off_and_a_steady_one_is_not() {
+        // 1 KiB per 100 ms: ~3 KiB per write timeout, under MIN_PROGRESS.
+        assert_eq!(
+            write_to_reader(1024).await,
+            Some(std::io::ErrorKind::TimedOut)
+        );
+        // 64 KiB per 100 ms: writes block between reads, and go on.
+        assert_eq!(write_to_reader(64 << 10).await, None);
+    }
 
     #[test]
     fn clients_are_ipv4_addresses_or_ipv6_64s() {

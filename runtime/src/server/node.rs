@@ -506,7 +506,7 @@ impl Node {
                 }
                 if deployed.failed_once(self.config.failure_threshold) {
                     let detail = format!(
-                        "{} failed invocations in a row, last: {shown}",
+                        "{} failed invocations in a row, last: {shown:?}",
                         self.config.failure_threshold
                     );
                     tracing::error!(module = %name, "marked failed: {detail}");
