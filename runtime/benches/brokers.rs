@@ -235,6 +235,7 @@ fn load(backends: &Backends, topic: &str) -> LoadedModule {
         audit: Arc::new(LogAudit),
         backends,
         events: Arc::new(warden_events::NoBus),
+        outside_only: None,
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load producer")
 }

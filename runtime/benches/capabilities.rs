@@ -74,6 +74,7 @@ fn load(
             ..Backends::default()
         },
         events: Arc::new(warden_events::NoBus),
+        outside_only: None,
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load lookup")
 }

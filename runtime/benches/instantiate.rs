@@ -43,6 +43,7 @@ fn load(pooling: bool) -> LoadedModule {
         audit: Arc::new(LogAudit),
         backends: &warden_runtime::Backends::default(),
         events: std::sync::Arc::new(warden_events::NoBus),
+        outside_only: None,
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");
     module.set_stdio(Stdio::Capture(1024));

@@ -375,6 +375,7 @@ fn load(
         audit: Arc::new(audit.clone()),
         backends: &backends,
         events: Arc::new(warden_events::NoBus),
+        outside_only: None,
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;
     Ok((module, audit, engine, backends))

@@ -275,10 +275,22 @@ impl HostConfig {
         let urls = urls
             .chain(self.kv.values().map(|b| &b.url))
             .chain(self.amqp.values().map(|b| &b.url));
-        let mut hosts: Vec<String> = urls.filter_map(|u| url_host(u)).collect();
+        let registry = self
+            .server
+            .registry
+            .starts_with("postgres")
+            .then_some(&self.server.registry);
+        let mut hosts: Vec<String> = urls
+            .chain(registry)
+            .filter(|u| !u.starts_with("sqlite:"))
+            .filter_map(|u| url_host(u))
+            .collect();
         for kafka in self.kafka.values() {
             hosts.extend(kafka.bootstrap_servers.split(',').filter_map(|b| {
-                let (host, _port) = b.trim().rsplit_once(':')?;
+                // `PLAINTEXT://host:port` is a spelling librdkafka accepts.
+                let b = b.trim();
+                let b = b.split_once("://").map_or(b, |(_, rest)| rest);
+                let (host, _port) = b.rsplit_once(':')?;
                 Some(unbracket(host))
             }));
         }

@@ -84,6 +84,9 @@ pub struct LoadContext<'a> {
     pub backends: &'a Backends,
     /// Where `warden:host/events` publishes go.
     pub events: Arc<dyn EventBus>,
+    /// Set for modules of scoped tokens: their network grants reach no
+    /// internal address and none of these (the backends' addresses).
+    pub outside_only: Option<Arc<[std::net::IpAddr]>>,
 }
 
 impl LoadedModule {
@@ -110,11 +113,11 @@ impl LoadedModule {
             Some(net) => net.endpoints().map_err(|e| LoadError::Manifest(vec![e]))?,
             None => Vec::new(),
         };
-        let net = Arc::new(NetPolicy::new(
-            manifest.module.name.clone(),
-            endpoints,
-            audit.clone(),
-        ));
+        let net = NetPolicy::new(manifest.module.name.clone(), endpoints, audit.clone());
+        let net = Arc::new(match &cx.outside_only {
+            Some(backends) => net.outside_only(backends.clone()),
+            None => net,
+        });
         let sql = SqlModule::new(
             &manifest.module.name,
             &manifest.grants.sql,

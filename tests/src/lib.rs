@@ -106,6 +106,24 @@ pub fn load_with_backends(
         manifest,
         HostPaths::RelativeTo(base.to_path_buf()),
         &backends,
+        None,
+    )
+}
+
+/// Loads as `warden serve` loads a scoped token's module: its network
+/// grants reach no internal address and none of `backend_addrs`.
+pub fn load_confined(
+    guest_name: &str,
+    manifest: &str,
+    base: &Path,
+    backend_addrs: Vec<std::net::IpAddr>,
+) -> Result<(LoadedModule, MemoryAudit), LoadError> {
+    load_in(
+        &guest_bytes(guest_name),
+        manifest,
+        HostPaths::RelativeTo(base.to_path_buf()),
+        &Default::default(),
+        Some(backend_addrs.into()),
     )
 }
 
@@ -122,6 +140,7 @@ pub fn load_under_root(
         manifest,
         HostPaths::Roots(roots),
         &Default::default(),
+        None,
     )
 }
 
@@ -130,6 +149,7 @@ fn load_in(
     manifest: &str,
     host_paths: HostPaths,
     backends: &warden_runtime::Backends,
+    outside_only: Option<Arc<[std::net::IpAddr]>>,
 ) -> Result<(LoadedModule, MemoryAudit), LoadError> {
     let manifest = Manifest::parse(manifest)
         .map_err(|errs| LoadError::Manifest(errs.iter().map(|e| e.to_string()).collect()))?;
@@ -142,6 +162,7 @@ fn load_in(
         audit: Arc::new(audit.clone()),
         backends,
         events: Arc::new(warden_events::NoBus),
+        outside_only,
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;
     module.set_stdio(Stdio::Capture(1 << 20));

@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use warden_capability::AuditKind;
 use warden_runtime::RunError;
-use warden_tests::{load, manifest_header};
+use warden_tests::{load, load_confined, manifest_header};
 
 /// A one-route HTTP server on 127.0.0.1 that answers 200 until the test ends.
 async fn local_server() -> u16 {
@@ -121,4 +121,35 @@ async fn without_a_grant_the_component_is_rejected_before_running() {
     let msg = err.to_string();
     assert!(msg.contains("wasi:sockets/tcp-create-socket"), "{msg}");
     assert!(msg.contains("wasi:http/outgoing-handler"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_scoped_tenants_module_reaches_no_internal_address_even_when_granted() {
+    // A listener that counts the connections it gets: the effect.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    for via in ["tcp", "http"] {
+        let manifest = format!(
+            "{}[limits]\ntimeout = \"5s\"\n[grants.net]\nallow = [\"127.0.0.1:{port}\"]\n[config]\naddr = \"127.0.0.1:{port}\"\nvia = \"{via}\"\n",
+            manifest_header("net-probe")
+        );
+        let (module, audit) =
+            load_confined("net-probe", &manifest, tmp.path(), vec![]).expect("load");
+        let result = module.run_task().await.map(|o| o.stdout);
+        assert_denied(&result, &audit.events(), via);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the internal server was reached"
+    );
 }

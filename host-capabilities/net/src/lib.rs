@@ -15,5 +15,5 @@ mod sockets;
 pub use grant::{Endpoint, EndpointHost, NetGrant};
 pub use http::GrantedHttpHooks;
 pub use lookup::{NetView, add_guarded_lookup_to_linker};
-pub use policy::{NetPolicy, is_special_address};
+pub use policy::{NetPolicy, canonical, is_internal_address, is_special_address};
 pub use sockets::configure_sockets;

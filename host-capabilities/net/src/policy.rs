@@ -10,6 +10,9 @@ pub struct NetPolicy {
     module: String,
     endpoints: Vec<Endpoint>,
     audit: Arc<dyn AuditSink>,
+    /// Set for modules of scoped tokens: the host's own backend addresses,
+    /// which, like every internal address, no granted name may reach.
+    outside_only: Option<Arc<[IpAddr]>>,
 }
 
 impl NetPolicy {
@@ -22,7 +25,24 @@ impl NetPolicy {
             module: module.into(),
             endpoints,
             audit,
+            outside_only: None,
         }
+    }
+
+    /// Confines the module to the outside world: no address of the
+    /// operator's network ([`is_internal_address`]) nor of `backends` is
+    /// reached, whatever a granted name resolves to (a tenant controls its
+    /// own DNS, and can point a name at the database).
+    pub fn outside_only(mut self, backends: Arc<[IpAddr]>) -> Self {
+        self.outside_only = Some(backends);
+        self
+    }
+
+    /// Whether the confinement, if any, lets `ip` through.
+    fn outside(&self, ip: IpAddr) -> bool {
+        self.outside_only
+            .as_ref()
+            .is_none_or(|backends| !is_internal_address(ip) && !backends.contains(&ip))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -44,6 +64,9 @@ impl NetPolicy {
     /// non-special address that a granted name on the same port resolves to now.
     pub async fn permits(&self, addr: SocketAddr) -> bool {
         let ip = canonical(addr.ip());
+        if !self.outside(ip) {
+            return false;
+        }
         for e in self.endpoints.iter().filter(|e| e.port == addr.port()) {
             match &e.host {
                 EndpointHost::Ip(granted) if canonical(*granted) == ip => return true,
@@ -91,6 +114,36 @@ impl NetPolicy {
     }
 }
 
+/// The operator's own network: [`is_special_address`] plus private
+/// (10/8, 172.16/12, 192.168/16), shared (100.64/10), unique-local
+/// (fc00::/7), site-local (fec0::/10) and NAT64 (64:ff9b::/96, which
+/// reaches the IPv4 address it carries) addresses.
+pub fn is_internal_address(ip: IpAddr) -> bool {
+    if is_special_address(ip) {
+        return true;
+    }
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            s[0] & 0xfe00 == 0xfc00
+                || s[0] & 0xffc0 == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b)
+                || (s[0] == 0x2002 && is_internal_address(six_to_four(s[1], s[2])))
+                || v6
+                    .to_ipv4()
+                    .is_some_and(|v4| is_internal_address(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The IPv4 address a 6to4 address (2002:AABB:CCDD::/48) carries.
+fn six_to_four(high: u16, low: u16) -> IpAddr {
+    let [a, b] = high.to_be_bytes();
+    let [c, d] = low.to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
 /// Addresses a name grant never reaches: loopback, unspecified, link-local
 /// (which includes 169.254.169.254), multicast, broadcast and the metadata
 /// services that live elsewhere (AWS IPv6, Alibaba).
@@ -116,7 +169,7 @@ pub fn is_special_address(ip: IpAddr) -> bool {
 }
 
 /// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
@@ -153,6 +206,42 @@ mod tests {
         for ip in ["10.1.2.3", "93.184.216.34", "2001:db8::1"] {
             assert!(!is_special_address(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "10.0.0.7",
+            "172.16.1.1",
+            "192.168.0.1",
+            "100.64.0.1",
+            "fd00::1",
+            "fec0::1",
+            "64:ff9b::a00:7",
+            "::ffff:10.0.0.7",
+            "::10.0.0.7",
+            "2002:a00:7::1",
+            "127.0.0.1",
+        ] {
+            assert!(is_internal_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_internal_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn confined_modules_reach_no_internal_or_backend_address_by_any_grant() {
+        // localhost resolves to 127.0.0.1; the literal 203.0.113.9 stands for
+        // a backend's public address.
+        let backend: IpAddr = "203.0.113.9".parse().unwrap();
+        let p = policy(&["203.0.113.9:5432", "198.51.100.1:443", "10.0.0.7:80"])
+            .outside_only(Arc::from(vec![backend]));
+        assert!(!p.permits("203.0.113.9:5432".parse().unwrap()).await);
+        assert!(!p.permits("10.0.0.7:80".parse().unwrap()).await);
+        assert!(p.permits("198.51.100.1:443".parse().unwrap()).await);
+        let unconfined = policy(&["10.0.0.7:80"]);
+        assert!(unconfined.permits("10.0.0.7:80".parse().unwrap()).await);
     }
 
     #[tokio::test]

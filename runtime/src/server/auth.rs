@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 
-use warden_net::EndpointHost;
+use warden_net::{EndpointHost, canonical, is_internal_address};
 
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether this token is limited to some modules or backends: its
+    /// modules reach only the outside world over the network.
+    pub fn is_scoped(&self) -> bool {
+        self.modules.is_some() || self.backends.is_some()
+    }
+
     /// Whether this token may see and act on module `name`.
     pub fn may(&self, name: &str) -> bool {
         self.modules.as_ref().is_none_or(|globs| {
@@ -68,7 +74,7 @@ impl Caller {
                 }
             }
         }
-        if self.modules.is_some() || self.backends.is_some() {
+        if self.is_scoped() {
             no.extend(self.net_refusals(manifest, backend_hosts));
         }
         if let Some(allowed) = &self.backends {
@@ -121,7 +127,7 @@ impl Caller {
         let mut no = Vec::new();
         for (entry, endpoint) in net.allow.iter().zip(endpoints) {
             let why = match &endpoint.host {
-                EndpointHost::Ip(ip) if is_internal(*ip) => Some("an internal address"),
+                EndpointHost::Ip(ip) if is_internal_address(*ip) => Some("an internal address"),
                 EndpointHost::Name(n) if n == "localhost" || n.ends_with(".localhost") => {
                     Some("a loopback name")
                 }
@@ -144,30 +150,11 @@ impl Caller {
     }
 }
 
-/// Loopback, private, shared, link-local, metadata and other special
-/// addresses: the operator's own network.
-fn is_internal(ip: IpAddr) -> bool {
-    if warden_net::is_special_address(ip) {
-        return true;
-    }
-    match canonical(ip) {
-        IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
-        IpAddr::V6(v6) => v6.segments()[0] & 0xfe00 == 0xfc00,
-    }
-}
-
 /// A host as [`Caller::net_refusals`] compares them: addresses canonical.
 fn host_key(host: &str) -> String {
     match host.parse::<IpAddr>() {
         Ok(ip) => canonical(ip).to_string(),
         Err(_) => host.to_ascii_lowercase(),
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 

@@ -93,6 +93,7 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
         backends,
         fs_roots,
         backend_hosts: config.backend_hosts(),
+        backend_addrs: resolve_hosts(&config.backend_hosts()).await,
     };
     // In the background: a broker that is slow or down must not hold up the
     // node (sends and consumers say so, and retry).
@@ -286,4 +287,21 @@ async fn shutdown() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The addresses `hosts` resolve to now (canonical); a name that does not
+/// resolve is skipped (its backend is down or misnamed, and says so).
+async fn resolve_hosts(hosts: &[String]) -> Arc<[std::net::IpAddr]> {
+    let mut addrs = Vec::new();
+    for host in hosts {
+        let lookup = tokio::net::lookup_host((host.as_str(), 0));
+        match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+            Ok(Ok(found)) => addrs.extend(found.map(|a| warden_net::canonical(a.ip()))),
+            Ok(Err(e)) => tracing::warn!("backend host {host}: cannot resolve: {e}"),
+            Err(_) => tracing::warn!("backend host {host}: no DNS answer within 2s"),
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    addrs.into()
 }

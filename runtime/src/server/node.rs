@@ -65,6 +65,9 @@ pub struct Host {
     /// Every configured backend's host, which scoped tokens' `[grants.net]`
     /// may not name.
     pub backend_hosts: Vec<String>,
+    /// Their addresses (resolved at start-up), which scoped tokens' modules
+    /// may not reach through any granted name.
+    pub backend_addrs: Arc<[std::net::IpAddr]>,
 }
 
 pub struct Node {
@@ -159,7 +162,14 @@ pub enum Transition {
 }
 
 impl Node {
-    fn load(&self, bytes: &[u8], manifest: Manifest) -> Result<LoadedModule, LoadError> {
+    /// `confined`: the module of a scoped token, whose network grants
+    /// reach only the outside world.
+    fn load(
+        &self,
+        bytes: &[u8],
+        manifest: Manifest,
+        confined: bool,
+    ) -> Result<LoadedModule, LoadError> {
         let version = manifest.module.version.clone();
         let cx = LoadContext {
             engine: &self.host.engine,
@@ -169,6 +179,7 @@ impl Node {
             audit: self.audit.for_version(&version),
             backends: &self.host.backends,
             events: self.bus.clone(),
+            outside_only: confined.then(|| self.host.backend_addrs.clone()),
         };
         let mut module = LoadedModule::load(&cx, bytes, manifest)?;
         module.set_stdio(Stdio::Capture(CAPTURE));
@@ -228,7 +239,8 @@ impl Node {
         }
         // Compiling takes a while: keep this worker's other tasks moving.
         let _slot = self.compile_gate.for_upload().await?;
-        let module = tokio::task::block_in_place(|| self.load(bytes, manifest));
+        let confined = caller.is_scoped();
+        let module = tokio::task::block_in_place(|| self.load(bytes, manifest, confined));
         let module = module.map_err(|e| match e {
             LoadError::Manifest(p) | LoadError::Contract(p) => NodeError::Invalid(p),
             LoadError::Invalid(m) => NodeError::Invalid(vec![format!("invalid component: {m}")]),
@@ -381,14 +393,28 @@ impl Node {
         Ok(())
     }
 
+    /// Whether a version uploaded by token `uploader` is confined to the
+    /// outside world: its token is scoped, or no longer configured (a
+    /// removed token's scope is unknown, so the narrow one holds).
+    fn confined(&self, uploader: Option<&str>) -> bool {
+        uploader.is_some_and(|name| {
+            self.config
+                .tokens
+                .iter()
+                .find(|t| t.name == name)
+                .is_none_or(|t| t.modules.is_some() || t.backends.is_some())
+        })
+    }
+
     async fn load_version(&self, name: &str, version: &str) -> Result<LoadedModule, NodeError> {
         let record = self.registry.version(name, version).await?;
         let bytes = self.registry.blob(&record.sha256).await?;
         let manifest = parse_manifest(&record.manifest)
             .await
             .map_err(NodeError::Invalid)?;
+        let confined = self.confined(record.uploaded_by.as_deref());
         let _slot = self.compile_gate.for_load().await;
-        tokio::task::block_in_place(|| self.load(&bytes, manifest))
+        tokio::task::block_in_place(|| self.load(&bytes, manifest, confined))
             .map_err(|e| NodeError::Invalid(vec![e.to_string()]))
     }
 

@@ -93,6 +93,9 @@ pub struct VersionRecord {
     #[serde(skip)]
     pub manifest: String,
     pub uploaded_at: i64,
+    /// The token that uploaded it, if one did.
+    #[serde(skip)]
+    pub uploaded_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -321,7 +324,7 @@ impl Registry {
 
     pub async fn versions(&self, name: &str) -> Result<Vec<VersionRecord>> {
         let rows = sqlx::query(
-            "SELECT module, version, sha256, manifest, uploaded_at FROM versions WHERE module = $1 ORDER BY uploaded_at, version",
+            "SELECT module, version, sha256, manifest, uploaded_at, uploaded_by FROM versions WHERE module = $1 ORDER BY uploaded_at, version",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -331,7 +334,7 @@ impl Registry {
 
     pub async fn version(&self, name: &str, version: &str) -> Result<VersionRecord> {
         let row = sqlx::query(
-            "SELECT module, version, sha256, manifest, uploaded_at FROM versions WHERE module = $1 AND version = $2",
+            "SELECT module, version, sha256, manifest, uploaded_at, uploaded_by FROM versions WHERE module = $1 AND version = $2",
         )
         .bind(name)
         .bind(version)
@@ -567,6 +570,7 @@ fn version_record(row: &sqlx::any::AnyRow) -> Result<VersionRecord> {
         sha256: row.try_get(2)?,
         manifest: row.try_get(3)?,
         uploaded_at: row.try_get(4)?,
+        uploaded_by: row.try_get(5)?,
     })
 }
 
