@@ -223,22 +223,6 @@ fn default_compile_timeout() -> HumanDuration {
 }
 
 impl ServerConfig {
-    /// Limits of the ingress listener.
-    pub fn ingress_limits(&self) -> crate::server::listener::ConnLimits {
-        crate::server::listener::ConnLimits {
-            header_timeout: self.header_timeout.0,
-            max_connections: self.max_connections,
-            max_per_ip: Some(self.max_connections_per_ip),
-            write_timeout: self.write_timeout.0,
-        }
-    }
-
-    /// Limits of the management API listener: the same caps, so whoever
-    /// reaches it cannot hold every slot from one address either.
-    pub fn admin_limits(&self) -> crate::server::listener::ConnLimits {
-        self.ingress_limits()
-    }
-
     /// The compile limits this config sets, over the defaults.
     pub fn compile_limits(&self) -> CompileLimits {
         CompileLimits {

@@ -107,6 +107,32 @@ pub struct Grants {
     pub events: Option<EventsGrant>,
 }
 
+impl Grants {
+    /// What each capability grants, for the API's module detail: grant
+    /// names, or the guest paths, hosts and topics granted. Destructured
+    /// so that a new capability cannot be left out of it.
+    pub fn summary(&self) -> serde_json::Value {
+        let Grants {
+            fs,
+            net,
+            sql,
+            kv,
+            kafka,
+            amqp,
+            events,
+        } = self;
+        serde_json::json!({
+            "sql": sql.keys().collect::<Vec<_>>(),
+            "kv": kv.keys().collect::<Vec<_>>(),
+            "fs": fs.keys().collect::<Vec<_>>(),
+            "net": net.as_ref().map(|n| n.allow.clone()),
+            "kafka": kafka.keys().collect::<Vec<_>>(),
+            "amqp": amqp.keys().collect::<Vec<_>>(),
+            "events": events.as_ref().map(|e| e.publish.clone()),
+        })
+    }
+}
+
 /// `[config]` values; non-strings are passed to the guest in TOML syntax.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -232,7 +258,7 @@ impl Manifest {
             ));
         }
         for (i, c) in self.cron.iter().enumerate().take(MAX_CRON) {
-            if let Err(e) = crate::server::cron::parse_schedule(&c.schedule) {
+            if let Err(e) = schedule::parse_schedule(&c.schedule) {
                 p.push(ManifestError::new(format!("cron[{i}].schedule"), e));
             }
         }
@@ -419,6 +445,7 @@ fn syntax_error(e: &toml::de::Error) -> ManifestError {
     ManifestError::new("manifest", format!("TOML syntax: {}", e.message()))
 }
 
+pub mod schedule;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -190,3 +190,30 @@ fn cron_schedules_that_never_fire_are_refused() {
     // Rare but real: the 29th of February.
     Manifest::parse(&format!("{MINIMAL}[[cron]]\nschedule = \"0 0 29 2 *\"\n")).unwrap();
 }
+
+#[test]
+fn the_grant_summary_names_every_capability_granted() {
+    let m = Manifest::parse(
+        "[module]\nname = \"all\"\nversion = \"1.0.0\"\n\
+         [grants.fs]\n\"/data\" = { host = \"all/data\" }\n\
+         [grants.net]\nallow = [\"api.example.com:443\"]\n\
+         [grants.sql.main]\nbackend = \"db\"\n\
+         [grants.kv.cache]\nbackend = \"redis\"\nprefix = \"all:\"\n\
+         [grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"orders\"]\n\
+         [grants.amqp.jobs]\nbackend = \"mq\"\npublish = [\"jobs/*\"]\n\
+         [grants.events]\npublish = [\"all.done\"]\n",
+    )
+    .unwrap();
+    let summary = m.grants.summary();
+    for (kind, granted) in [
+        ("fs", "/data"),
+        ("net", "api.example.com:443"),
+        ("sql", "main"),
+        ("kv", "cache"),
+        ("kafka", "ev"),
+        ("amqp", "jobs"),
+        ("events", "all.done"),
+    ] {
+        assert_eq!(summary[kind][0], granted, "{kind}: {summary}");
+    }
+}

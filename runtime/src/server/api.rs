@@ -284,13 +284,7 @@ async fn detail(
         "versions": versions.iter().map(|v| v.version.clone()).collect::<Vec<_>>(),
         "route": manifest.as_ref().and_then(|m| m.http.as_ref().map(|h| h.route.clone())),
         "cron": manifest.as_ref().map(|m| m.cron.iter().map(|c| c.schedule.clone()).collect::<Vec<_>>()),
-        "grants": manifest.as_ref().map(|m| json!({
-            "sql": m.grants.sql.keys().collect::<Vec<_>>(),
-            "kv": m.grants.kv.keys().collect::<Vec<_>>(),
-            "fs": m.grants.fs.keys().collect::<Vec<_>>(),
-            "net": m.grants.net.as_ref().map(|n| n.allow.clone()),
-            "events": m.grants.events.as_ref().map(|e| e.publish.clone()),
-        })),
+        "grants": manifest.as_ref().map(|m| m.grants.summary()),
         "stats": { "in_flight": live.map_or(0, |v| v.module.in_flight()) },
     })))
 }

@@ -7,46 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Year};
 
 use super::node::Node;
 use super::registry::NewAudit;
-
-/// Parses a schedule: 5 fields (min hour day month weekday), or 6 with
-/// seconds first.
-pub fn parse_schedule(schedule: &str) -> Result<Cron, String> {
-    let fields = schedule.split_whitespace().count();
-    if !(5..=6).contains(&fields) {
-        return Err(format!(
-            "{schedule:?} must have 5 fields (min hour day month weekday), or 6 with seconds first"
-        ));
-    }
-    let cron = CronParser::builder()
-        .year(Year::Disallowed)
-        .build()
-        .parse(schedule)
-        .map_err(|e| format!("{schedule:?}: {e}"))?;
-    // `0 0 30 2 *` parses but never fires: refuse it instead of scheduling
-    // a run that is never (or, worse, always) due.
-    let now = Utc::now();
-    match next_after(&cron, &now) {
-        Some(next) if next - now <= chrono::Duration::days(HORIZON_DAYS) => Ok(cron),
-        _ => Err(format!(
-            "{schedule:?} has no occurrence in the next {} years",
-            HORIZON_DAYS / 365
-        )),
-    }
-}
-
-/// How far ahead a schedule must have a run to be accepted.
-const HORIZON_DAYS: i64 = 4 * 365 + 1;
-
-/// The next run after `now`; None when the schedule has none (croner gives
-/// up searching after some years).
-fn next_after(cron: &Cron, now: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(now, false).ok()
-}
+use crate::manifest::schedule::next_after;
 
 /// Runs until the process ends.
 pub async fn run_scheduler(node: Arc<Node>) {

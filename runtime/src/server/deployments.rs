@@ -70,7 +70,7 @@ impl Version {
             .filter_map(|c| {
                 Some((
                     c.schedule.clone(),
-                    super::cron::parse_schedule(&c.schedule).ok()?,
+                    crate::manifest::schedule::parse_schedule(&c.schedule).ok()?,
                 ))
             })
             .collect();

@@ -38,6 +38,19 @@ pub struct ConnLimits {
     pub write_timeout: Duration,
 }
 
+impl ConnLimits {
+    /// The limits `[server]` sets; both listeners get the same caps, so
+    /// whoever reaches the API cannot hold every slot from one address.
+    pub fn of(config: &crate::host_config::ServerConfig) -> Self {
+        Self {
+            header_timeout: config.header_timeout.0,
+            max_connections: config.max_connections,
+            max_per_ip: Some(config.max_connections_per_ip),
+            write_timeout: config.write_timeout.0,
+        }
+    }
+}
+
 /// How long in-flight requests get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(30);
 

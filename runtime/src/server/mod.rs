@@ -165,13 +165,13 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     let admin_server = listener::serve(
         admin,
         api::router(api),
-        config.server.admin_limits(),
+        listener::ConnLimits::of(&config.server),
         shutdown(),
     );
     let ingress_server = listener::serve(
         ingress,
         ingress::router(node.clone()),
-        config.server.ingress_limits(),
+        listener::ConnLimits::of(&config.server),
         shutdown(),
     );
     tokio::join!(admin_server, ingress_server);
