@@ -667,6 +667,40 @@ async fn tokens_are_scoped_to_their_modules_and_quota_and_admins_alone_delete() 
     assert!(err.contains("403") && err.contains("quota"), "{err}");
     // The version it already stored, sent again, costs nothing more.
     upload("orders-api", "1.0.0", "").await.unwrap();
+    // Routes outside its names are not its to claim: `/` would put every
+    // other tenant's route under its own.
+    for route in ["/", "/billing", "/orders"] {
+        let manifest = faulty_manifest("orders-web", "1.0.0", "x", route);
+        let err = orders
+            .post_multipart(
+                "/v1/modules",
+                &[
+                    ("component", "c.wasm", component.as_slice()),
+                    ("manifest", "warden.toml", manifest.as_bytes()),
+                ],
+            )
+            .await
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("403") && err.contains("route"),
+            "{route}: {err}"
+        );
+    }
+    // Other bytes under that version are counted: refused before compiling.
+    let other = faulty_manifest("orders-api", "1.0.0", "orders-api", "/orders-api");
+    let err = orders
+        .post_multipart(
+            "/v1/modules",
+            &[
+                ("component", "c.wasm", guest("http-hello").as_slice()),
+                ("manifest", "warden.toml", other.as_bytes()),
+            ],
+        )
+        .await
+        .unwrap_err()
+        .0;
+    assert!(err.contains("403") && err.contains("quota"), "{err}");
     // Another team's module: invisible and untouchable.
     s.upload(
         &component,

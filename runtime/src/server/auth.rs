@@ -61,6 +61,22 @@ impl Caller {
                 self.modules.as_deref().unwrap_or_default().join(", ")
             ));
         }
+        if self.modules.is_some()
+            && let Some(http) = &manifest.http
+        {
+            // Routes are shared by every tenant: a scoped token claims only
+            // paths named like its modules (`/` or `/api` would put every
+            // other tenant's route under its own, where nesting is refused).
+            let first = http.route.trim_start_matches('/').split('/').next();
+            if !first.is_some_and(|segment| !segment.is_empty() && self.may(segment)) {
+                no.push(format!(
+                    "[http] route {:?}: token {:?} may claim only routes whose first segment is named like its modules ({})",
+                    http.route,
+                    self.name,
+                    self.modules.as_deref().unwrap_or_default().join(", ")
+                ));
+            }
+        }
         if self.modules.is_some() {
             for (guest, grant) in &manifest.grants.fs {
                 let first = grant.host.trim_start_matches("./").split('/').next();

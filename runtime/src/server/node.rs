@@ -220,9 +220,18 @@ impl Node {
         if !refusals.is_empty() {
             return Err(NodeError::Forbidden(refusals.join("; ")));
         }
-        // A version already stored costs nothing more (the registry tells
-        // an identical re-upload from a conflicting one).
-        let stored = self.registry.version(&name, &version).await.is_ok();
+        // The same version with the same component costs nothing more (the
+        // registry tells an identical re-upload from a changed manifest);
+        // other bytes under a stored version are checked, so a token over
+        // its quota cannot make the host compile for a conflict.
+        let stored = match self.registry.version(&name, &version).await {
+            Ok(v) => {
+                use sha2::Digest as _;
+                let sha256 = tokio::task::block_in_place(|| sha2::Sha256::digest(bytes));
+                hex::encode(sha256) == v.sha256
+            }
+            Err(_) => false,
+        };
         if let Some(quota) = caller.quota
             && !stored
         {
