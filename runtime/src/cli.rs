@@ -1,4 +1,4 @@
-//! The `warden` command line (see DESIGN.md, "CLI").
+//! The `warden` command line (README, "Running one module"; ARCHITECTURE.md).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

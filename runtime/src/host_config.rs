@@ -1,4 +1,4 @@
-//! The server's host config (`warden.toml` for the server, DESIGN.md).
+//! The server's host config (`warden.toml` for the server; README, "Serving modules").
 //! Only the parts this warden implements are accepted; anything else is
 //! rejected by name rather than silently ignored.
 

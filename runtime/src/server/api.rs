@@ -1,4 +1,4 @@
-//! The management API (DESIGN.md, "Management API"): JSON over HTTP, bearer
+//! The management API (README, "Serving modules"): JSON over HTTP, bearer
 //! tokens with roles, request size limits. Errors are
 //! `{"error": "...", "problems": [...]}` with every problem found.
 

@@ -39,7 +39,7 @@ impl From<sqlx::Error> for RegistryError {
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
-/// Where a module is in its life (DESIGN.md, "Module states").
+/// Where a module is in its life (README, "Serving modules").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModuleState {
