@@ -129,12 +129,13 @@ async fn a_broker_outage_gives_unavailable_and_consumers_come_back_without_losin
     let back = std::time::Instant::now();
     while call("publish", publish.clone(), b"probe").await.0 != 200 {
         assert!(
-            back.elapsed() < Duration::from_secs(3),
+            back.elapsed() < Duration::from_secs(1),
             "not back {:?} after the broker",
             back.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("publishes back {:?} after the broker", back.elapsed());
 
     s.client(DEPLOYER)
         .post_json("/v1/modules/osub/resume", &Value::Null)
