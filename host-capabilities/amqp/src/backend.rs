@@ -2,7 +2,6 @@
 //! after it broke, with a pool of confirm-mode channels shared by every
 //! module. A module holds a channel only for one invocation.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_capability::{CapabilityError, Health};
+use warden_capability::{Backend, BackendSet, CapabilityError, Health};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a call waits for a free channel before giving up.
@@ -58,53 +57,49 @@ pub struct AmqpBackendStatus {
     pub errors: u64,
 }
 
-#[derive(Default, Clone)]
-pub struct AmqpBackends {
-    backends: HashMap<String, Arc<AmqpBackend>>,
-}
+/// Every `[amqp.<id>]` broker of the host.
+pub type AmqpBackends = BackendSet<AmqpBackend>;
 
-impl AmqpBackends {
-    pub fn new(configs: &BTreeMap<String, AmqpBackendConfig>) -> Result<Self, String> {
-        let mut backends = HashMap::new();
-        for (id, config) in configs {
-            let uri = config
-                .url
-                .parse::<lapin::uri::AMQPUri>()
-                .map_err(|e| format!("amqp.{id}.url: {e}"))?;
-            if config.max_channels == 0 {
-                return Err(format!("amqp.{id}.max-channels: must be at least 1"));
-            }
-            backends.insert(
-                id.clone(),
-                Arc::new(AmqpBackend {
-                    id: id.clone(),
-                    url: config.url.clone(),
-                    connection: Mutex::new(None),
-                    connecting: tokio::sync::Mutex::new(()),
-                    health: Health::new(
-                        format!("amqp backend {id}"),
-                        "broker",
-                        Some((uri.authority.host.clone(), uri.authority.port)),
-                    ),
-                    idle: Mutex::new(Vec::new()),
-                    slots: Arc::new(Semaphore::new(config.max_channels)),
-                    max_channels: config.max_channels,
-                    published: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                }),
-            );
+impl Backend for AmqpBackend {
+    type Config = AmqpBackendConfig;
+    type Status = AmqpBackendStatus;
+
+    fn new(id: &str, config: &AmqpBackendConfig) -> Result<Self, String> {
+        let uri = config
+            .url
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| format!("amqp.{id}.url: {e}"))?;
+        if config.max_channels == 0 {
+            return Err(format!("amqp.{id}.max-channels: must be at least 1"));
         }
-        Ok(Self { backends })
+        Ok(AmqpBackend {
+            id: id.to_string(),
+            url: config.url.clone(),
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            health: Health::new(
+                format!("amqp backend {id}"),
+                "broker",
+                Some((uri.authority.host.clone(), uri.authority.port)),
+            ),
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(config.max_channels)),
+            max_channels: config.max_channels,
+            published: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<AmqpBackend>> {
-        self.backends.get(id).cloned()
-    }
-
-    pub fn status(&self) -> Vec<AmqpBackendStatus> {
-        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
+    fn status(&self) -> AmqpBackendStatus {
+        let connected = self.connected().is_some();
+        AmqpBackendStatus {
+            id: self.id.clone(),
+            connected,
+            channels_in_use: self.max_channels - self.slots.available_permits(),
+            channels_idle: self.idle.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            published: self.published.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -239,18 +234,6 @@ impl AmqpBackend {
 
     pub(crate) fn published(&self) {
         self.published.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn status(&self) -> AmqpBackendStatus {
-        let connected = self.connected().is_some();
-        AmqpBackendStatus {
-            id: self.id.clone(),
-            connected,
-            channels_in_use: self.max_channels - self.slots.available_permits(),
-            channels_idle: self.idle.lock().unwrap_or_else(|p| p.into_inner()).len(),
-            published: self.published.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-        }
     }
 }
 

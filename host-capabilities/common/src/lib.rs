@@ -2,6 +2,7 @@
 //! runtime reports with the rule they broke, and the audit sink.
 
 mod audit;
+mod backends;
 mod error;
 mod glob;
 mod grants;
@@ -10,6 +11,7 @@ mod units;
 pub mod wit;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
+pub use backends::{Backend, BackendSet};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
 pub use grants::{Granted, ModuleGrants, resolve_grants};

@@ -2,7 +2,6 @@
 //! every module; librdkafka keeps its broker connections and reconnects by
 //! itself. Consumers for message triggers are built from the same settings.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,7 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, FutureProducer, Producer};
 use serde::Deserialize;
-use warden_capability::{Health, HumanDuration, PROBE_TIMEOUT};
+use warden_capability::{Backend, BackendSet, Health, HumanDuration, PROBE_TIMEOUT};
 
 /// One `[kafka.<id>]` entry of the host config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -136,53 +135,42 @@ pub struct KafkaBackendStatus {
     pub in_flight: u64,
 }
 
-#[derive(Default, Clone)]
-pub struct KafkaBackends {
-    backends: HashMap<String, Arc<KafkaBackend>>,
-}
+/// Every `[kafka.<id>]` backend of the host.
+pub type KafkaBackends = BackendSet<KafkaBackend>;
 
-impl KafkaBackends {
-    pub fn new(configs: &BTreeMap<String, KafkaBackendConfig>) -> Result<Self, String> {
-        let mut backends = HashMap::new();
-        for (id, config) in configs {
-            let producer = config
-                .client_config(id)?
-                // Every send waits for all in-sync replicas: a receipt
-                // means the record survives a broker failure.
-                .set("acks", "all")
-                .set(
-                    "message.timeout.ms",
-                    config.delivery_timeout.0.as_millis().to_string(),
-                )
-                .create::<FutureProducer>()
-                .map_err(|e| format!("kafka.{id}: {e}"))?;
-            backends.insert(
-                id.clone(),
-                Arc::new(KafkaBackend {
-                    id: id.clone(),
-                    config: config.clone(),
-                    health: gate(id, config)?,
-                    producer,
-                    sent: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                }),
-            );
+impl Backend for KafkaBackend {
+    type Config = KafkaBackendConfig;
+    type Status = KafkaBackendStatus;
+
+    fn new(id: &str, config: &KafkaBackendConfig) -> Result<Self, String> {
+        let producer = config
+            .client_config(id)?
+            // Every send waits for all in-sync replicas: a receipt
+            // means the record survives a broker failure.
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                config.delivery_timeout.0.as_millis().to_string(),
+            )
+            .create::<FutureProducer>()
+            .map_err(|e| format!("kafka.{id}: {e}"))?;
+        Ok(KafkaBackend {
+            id: id.to_string(),
+            config: config.clone(),
+            health: gate(id, config)?,
+            producer,
+            sent: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    fn status(&self) -> KafkaBackendStatus {
+        KafkaBackendStatus {
+            id: self.id.clone(),
+            sent: self.sent.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.producer.in_flight_count().max(0) as u64,
         }
-        Ok(Self { backends })
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<KafkaBackend>> {
-        self.backends.get(id).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<KafkaBackend>> {
-        self.backends.values().cloned().collect()
-    }
-
-    pub fn status(&self) -> Vec<KafkaBackendStatus> {
-        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
     }
 }
 
@@ -263,15 +251,6 @@ impl KafkaBackend {
     pub(crate) fn count(&self, sent: u64, errors: u64) {
         self.sent.fetch_add(sent, Ordering::Relaxed);
         self.errors.fetch_add(errors, Ordering::Relaxed);
-    }
-
-    pub fn status(&self) -> KafkaBackendStatus {
-        KafkaBackendStatus {
-            id: self.id.clone(),
-            sent: self.sent.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            in_flight: self.producer.in_flight_count().max(0) as u64,
-        }
     }
 }
 

@@ -2,8 +2,6 @@
 //! It reconnects by itself after an outage; calls made while Redis is down
 //! fail with `unavailable`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use redis::ConnectionAddr;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
-use warden_capability::Health;
+use warden_capability::{Backend, BackendSet, Health};
 
 /// One `[kv.<id>]` entry of the host config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -39,45 +37,38 @@ pub struct KvBackendStatus {
     pub errors: u64,
 }
 
-#[derive(Default, Clone)]
-pub struct KvBackends {
-    backends: HashMap<String, Arc<KvBackend>>,
-}
+/// Every `[kv.<id>]` backend of the host.
+pub type KvBackends = BackendSet<KvBackend>;
 
-impl KvBackends {
-    pub fn new(configs: &BTreeMap<String, KvBackendConfig>) -> Result<Self, String> {
-        let mut backends = HashMap::new();
-        for (id, config) in configs {
-            let client = redis::Client::open(config.url.as_str())
-                .map_err(|e| format!("kv.{id}: invalid url: {e}"))?;
-            let address = match client.get_connection_info().addr() {
-                ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
-                ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
-                _ => None,
-            };
-            backends.insert(
-                id.clone(),
-                Arc::new(KvBackend {
-                    id: id.clone(),
-                    client,
-                    manager: OnceCell::new(),
-                    health: Health::new(format!("kv backend {id}"), "Redis", address),
-                    calls: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                }),
-            );
+impl Backend for KvBackend {
+    type Config = KvBackendConfig;
+    type Status = KvBackendStatus;
+
+    fn new(id: &str, config: &KvBackendConfig) -> Result<Self, String> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("kv.{id}: invalid url: {e}"))?;
+        let address = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
+            ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+            _ => None,
+        };
+        Ok(KvBackend {
+            id: id.to_string(),
+            client,
+            manager: OnceCell::new(),
+            health: Health::new(format!("kv backend {id}"), "Redis", address),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    fn status(&self) -> KvBackendStatus {
+        KvBackendStatus {
+            id: self.id.clone(),
+            connected: self.manager.initialized(),
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
-        Ok(Self { backends })
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<KvBackend>> {
-        self.backends.get(id).cloned()
-    }
-
-    pub fn status(&self) -> Vec<KvBackendStatus> {
-        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
     }
 }
 
@@ -105,14 +96,5 @@ impl KvBackend {
 
     pub(crate) fn record_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn status(&self) -> KvBackendStatus {
-        KvBackendStatus {
-            id: self.id.clone(),
-            connected: self.manager.initialized(),
-            calls: self.calls.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-        }
     }
 }

@@ -5,7 +5,7 @@
 //! before they are lent (a round trip on every call): the host's own BEGIN is
 //! that check (`SqlBackend::acquire_begun`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,8 @@ use sqlx::Pool;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+use warden_capability::{Backend, BackendSet};
 
 use crate::config::SqlBackendConfig;
 use crate::privileges::{self, PrivilegeCheck};
@@ -99,28 +101,31 @@ pub struct SqlBackendStatus {
 
 /// All SQL backends of the host.
 #[derive(Default, Clone)]
-pub struct SqlBackends {
-    backends: HashMap<String, Arc<SqlBackend>>,
+pub struct SqlBackends(BackendSet<SqlBackend>);
+
+impl std::ops::Deref for SqlBackends {
+    type Target = BackendSet<SqlBackend>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Backend for SqlBackend {
+    type Config = SqlBackendConfig;
+    type Status = SqlBackendStatus;
+
+    fn new(id: &str, config: &SqlBackendConfig) -> Result<Self, String> {
+        SqlBackend::open(id, config).map_err(|e| format!("sql.{id}: {e}"))
+    }
+
+    fn status(&self) -> SqlBackendStatus {
+        SqlBackend::status(self)
+    }
 }
 
 impl SqlBackends {
     pub fn new(configs: &BTreeMap<String, SqlBackendConfig>) -> Result<Self, String> {
-        let mut backends = HashMap::new();
-        for (id, config) in configs {
-            let backend = SqlBackend::new(id, config).map_err(|e| format!("sql.{id}: {e}"))?;
-            backends.insert(id.clone(), Arc::new(backend));
-        }
-        Ok(Self { backends })
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<SqlBackend>> {
-        self.backends.get(id).cloned()
-    }
-
-    pub fn status(&self) -> Vec<SqlBackendStatus> {
-        let mut all: Vec<_> = self.backends.values().map(|b| b.status()).collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
+        BackendSet::new(configs).map(Self)
     }
 
     /// Connects once with every credential, as start-up does. A credential
@@ -128,11 +133,9 @@ impl SqlBackends {
     /// naming them, one line per credential; one that cannot be reached
     /// now is only a warning: it is checked whenever it connects.
     pub async fn verify(&self) -> Result<(), String> {
-        let mut ids: Vec<_> = self.backends.keys().collect();
-        ids.sort();
         let mut refused = Vec::new();
-        for id in &ids {
-            for (check, outcome) in self.backends[*id].connect_each().await {
+        for (_, backend) in self.iter() {
+            for (check, outcome) in backend.connect_each().await {
                 match (outcome, check.refusal()) {
                     (_, Some(why)) => refused.push(why),
                     (Ok(()), None) => {}
@@ -146,10 +149,7 @@ impl SqlBackends {
         if !refused.is_empty() {
             return Err(refused.join("\n"));
         }
-        for id in ids
-            .into_iter()
-            .filter(|id| self.backends[*id].shares_control())
-        {
+        for (id, _) in self.iter().filter(|(_, b)| b.shares_control()) {
             tracing::warn!(
                 "sql.{id}: no control-url: the host stops guest statements through the \
                  modules' own credential, whose sessions a guest can end; set control-url \
@@ -167,7 +167,7 @@ impl SqlBackends {
     pub fn shared_credentials(&self, uses: &[(String, String, bool)]) -> Vec<String> {
         let mut by_credential: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
         for (module, id, read_only) in uses {
-            let Some(backend) = self.backends.get(id) else {
+            let Some(backend) = self.get(id) else {
                 continue;
             };
             if let Some(label) = backend.credential_label(*read_only) {
@@ -190,7 +190,7 @@ impl SqlBackends {
 }
 
 impl SqlBackend {
-    fn new(id: &str, config: &SqlBackendConfig) -> Result<Self, String> {
+    fn open(id: &str, config: &SqlBackendConfig) -> Result<Self, String> {
         let n = config.max_connections.max(1);
         let url = config.url.as_str();
         let allow = config.allow_privileged;
