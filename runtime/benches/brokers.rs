@@ -234,7 +234,6 @@ fn load(backends: &Backends, topic: &str) -> LoadedModule {
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
         backends,
-        events: Arc::new(warden_events::NoBus),
         outside_only: None,
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load producer")

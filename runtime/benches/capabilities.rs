@@ -73,7 +73,6 @@ fn load(
             kv: kv.clone(),
             ..Backends::default()
         },
-        events: Arc::new(warden_events::NoBus),
         outside_only: None,
     };
     LoadedModule::load(&cx, &bytes, manifest).expect("load lookup")

@@ -42,7 +42,6 @@ fn load(pooling: bool) -> LoadedModule {
         defaults: &Limits::default(),
         audit: Arc::new(LogAudit),
         backends: &warden_runtime::Backends::default(),
-        events: std::sync::Arc::new(warden_events::NoBus),
         outside_only: None,
     };
     let mut module = LoadedModule::load(&cx, &bytes, manifest).expect("load noop");

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backends::Backends;
+use crate::capabilities::Backends;
 use clap::{Parser, Subcommand};
 use warden_capability::{AuditKind, MemoryAudit};
 use warden_fs::HostPaths;
@@ -374,7 +374,6 @@ fn load(
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
         backends: &backends,
-        events: Arc::new(warden_events::NoBus),
         outside_only: None,
     };
     let module = LoadedModule::load(&cx, &bytes, manifest).map_err(|e| fail(e.to_string()))?;

@@ -5,7 +5,8 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use crate::manifest::Manifest;
+use crate::capabilities;
+use crate::manifest::{Grants, Manifest};
 
 /// The export interface of tasks (`warden run`, `[[cron]]`).
 pub const TASK_EXPORT: &str = "warden:module/task";
@@ -23,19 +24,12 @@ enum Need {
     Baseline,
     /// Only with `[grants.net]`.
     Net,
-    /// Only with a `[grants.sql.<name>]`.
-    Sql,
-    /// Only with a `[grants.kv.<name>]`.
-    Kv,
-    /// Only with a `[grants.kafka.<name>]`.
-    Kafka,
-    /// Only with a `[grants.amqp.<name>]`.
-    Amqp,
-    /// Only with `[grants.events]`.
-    Events,
+    /// Only with a grant of the capability providing it (`capabilities.rs`):
+    /// how a manifest grants it, and whether this one does.
+    Capability { grant: &'static str, granted: bool },
 }
 
-fn classify(interface: &str) -> Option<Need> {
+fn classify(interface: &str, grants: &Grants) -> Option<Need> {
     let (package, name) = interface.split_once('/')?;
     match package {
         "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" => {
@@ -44,12 +38,8 @@ fn classify(interface: &str) -> Option<Need> {
         "wasi:config" if name == "store" => Some(Need::Baseline),
         "warden:host" => match name {
             "types" => Some(Need::Baseline),
-            "sql" => Some(Need::Sql),
-            "kv" => Some(Need::Kv),
-            "kafka" => Some(Need::Kafka),
-            "amqp" => Some(Need::Amqp),
-            "events" => Some(Need::Events),
-            _ => None,
+            _ => capabilities::provider(name, grants)
+                .map(|(grant, granted)| Need::Capability { grant, granted }),
         },
         "wasi:sockets" => match name {
             "network" | "tcp" | "udp" => Some(Need::Baseline),
@@ -106,30 +96,14 @@ pub fn check(shape: &ComponentShape, manifest: &Manifest) -> Vec<String> {
         .is_some_and(|n| !n.allow.is_empty());
     let mut needs_net = Vec::new();
     for import in &shape.imports {
-        match classify(unversioned(import)) {
+        match classify(unversioned(import), &manifest.grants) {
             Some(Need::Baseline) => {}
             Some(Need::Net) if net_granted => {}
             Some(Need::Net) => needs_net.push(import.as_str()),
-            Some(Need::Sql) if !manifest.grants.sql.is_empty() => {}
-            Some(Need::Sql) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.sql.<name>]"
-            )),
-            Some(Need::Kv) if !manifest.grants.kv.is_empty() => {}
-            Some(Need::Kv) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.kv.<name>]"
-            )),
-            Some(Need::Kafka) if !manifest.grants.kafka.is_empty() => {}
-            Some(Need::Kafka) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.kafka.<name>]"
-            )),
-            Some(Need::Amqp) if !manifest.grants.amqp.is_empty() => {}
-            Some(Need::Amqp) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.amqp.<name>]"
-            )),
-            Some(Need::Events) if manifest.grants.events.is_some() => {}
-            Some(Need::Events) => problems.push(format!(
-                "imports {import} but the manifest has no [grants.events]"
-            )),
+            Some(Need::Capability { granted: true, .. }) => {}
+            Some(Need::Capability { grant, .. }) => {
+                problems.push(format!("imports {import} but the manifest has no {grant}"))
+            }
             None => problems.push(format!(
                 "imports {import}, which this warden does not provide"
             )),

@@ -7,35 +7,44 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use warden_amqp::AmqpBackendConfig;
-use warden_capability::{ByteSize, HumanDuration};
+use warden_capability::{ByteSize, Capability, HumanDuration, url_host};
 
 use crate::compile::CompileLimits;
-use warden_kafka::KafkaBackendConfig;
-use warden_kv::KvBackendConfig;
-use warden_sql::SqlBackendConfig;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostConfig {
-    #[serde(default)]
-    pub server: ServerConfig,
-    /// `[sql.<id>]` backends, one shared pool each.
-    #[serde(default)]
-    pub sql: BTreeMap<String, SqlBackendConfig>,
-    /// `[kv.<id>]` Redis backends, one shared connection each.
-    #[serde(default)]
-    pub kv: BTreeMap<String, KvBackendConfig>,
-    /// `[kafka.<id>]` clusters, one shared producer each.
-    #[serde(default)]
-    pub kafka: BTreeMap<String, KafkaBackendConfig>,
-    /// `[amqp.<id>]` brokers, one shared connection and channel pool each.
-    #[serde(default)]
-    pub amqp: BTreeMap<String, AmqpBackendConfig>,
-    /// `[fs]`: where `[grants.fs]` host paths may point.
-    #[serde(default)]
-    pub fs: FsConfig,
+macro_rules! host_config {
+    ($($kind:ident: $cap:ty),* $(,)?) => {
+        /// The whole host config: `[server]`, `[fs]`, and one section per
+        /// capability of `capabilities.rs` (`[sql.<id>]`, `[kv.<id>]`, ...),
+        /// each building that capability's shared backends.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct HostConfig {
+            #[serde(default)]
+            pub server: ServerConfig,
+            /// `[fs]`: where `[grants.fs]` host paths may point.
+            #[serde(default)]
+            pub fs: FsConfig,
+            $(#[serde(default)]
+            pub $kind: <$cap as Capability>::Config,)*
+        }
+
+        impl HostConfig {
+            /// Every capability's backend hosts (see [`Self::backend_hosts`]).
+            fn capability_hosts(&self) -> Vec<String> {
+                let mut hosts = Vec::new();
+                $(hosts.extend(<$cap>::backend_hosts(&self.$kind));)*
+                hosts
+            }
+
+            /// Every capability's paths made relative to `dir`.
+            fn capabilities_relative_to(&mut self, dir: &Path) {
+                $(<$cap>::relative_to(&mut self.$kind, dir);)*
+            }
+        }
+    };
 }
+
+crate::capabilities::for_each_capability!(host_config);
 
 /// `[fs]` of the host config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -247,37 +256,10 @@ impl HostConfig {
     /// configured backend: a scoped token's `[grants.net]` may not reach
     /// them around the capability that guards them.
     pub fn backend_hosts(&self) -> Vec<String> {
-        let urls = self.sql.values().flat_map(|b| {
-            [
-                Some(&b.url),
-                b.read_only_url.as_ref(),
-                b.control_url.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-        });
-        let urls = urls
-            .chain(self.kv.values().map(|b| &b.url))
-            .chain(self.amqp.values().map(|b| &b.url));
-        let registry = self
-            .server
-            .registry
-            .starts_with("postgres")
-            .then_some(&self.server.registry);
-        let mut hosts: Vec<String> = urls
-            .chain(registry)
-            .filter(|u| !u.starts_with("sqlite:"))
-            .filter_map(|u| url_host(u))
-            .collect();
-        for kafka in self.kafka.values() {
-            hosts.extend(kafka.bootstrap_servers.split(',').filter_map(|b| {
-                // `PLAINTEXT://host:port` is a spelling librdkafka accepts.
-                let b = b.trim();
-                let b = b.split_once("://").map_or(b, |(_, rest)| rest);
-                let (host, _port) = b.rsplit_once(':')?;
-                Some(unbracket(host))
-            }));
-        }
+        let registry = self.server.registry.starts_with("postgres");
+        let registry = registry.then(|| url_host(&self.server.registry)).flatten();
+        let mut hosts = self.capability_hosts();
+        hosts.extend(registry);
         hosts.retain(|h| !h.is_empty());
         hosts.sort();
         hosts.dedup();
@@ -305,52 +287,7 @@ impl HostConfig {
                 *root = dir.join(&*root);
             }
         }
-        for backend in config.sql.values_mut() {
-            if let Some(path) = backend.url.strip_prefix("sqlite://")
-                && !path.starts_with('/')
-                && !path.starts_with(":memory:")
-            {
-                backend.url = format!("sqlite://{}", dir.join(path).display());
-            }
-        }
+        config.capabilities_relative_to(dir);
         Ok(config)
-    }
-}
-
-/// The host of `scheme://[user[:password]@]host[:port][/path][?query]`.
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host_port.starts_with('[') {
-        host_port.split_inclusive(']').next()?
-    } else {
-        host_port.split(':').next()?
-    };
-    Some(unbracket(host))
-}
-
-fn unbracket(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod backend_host_tests {
-    use super::url_host;
-
-    #[test]
-    fn url_hosts_ignore_credentials_ports_and_paths() {
-        for (url, host) in [
-            ("postgres://u:p@db.Example:6432/app?x=1", "db.example"),
-            ("redis://127.0.0.1:6379/0", "127.0.0.1"),
-            ("amqp://guest:guest@[::1]:5672/%2f", "::1"),
-            ("mysql://root@localhost/test", "localhost"),
-            ("postgres://a:b@c@db2", "db2"),
-        ] {
-            assert_eq!(url_host(url).as_deref(), Some(host), "{url}");
-        }
-        assert_eq!(url_host("sqlite://x.db").as_deref(), Some("x.db"));
     }
 }

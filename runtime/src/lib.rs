@@ -2,7 +2,7 @@
 //! contract validation, and the `warden` CLI's building blocks.
 
 pub mod admission;
-pub mod backends;
+pub mod capabilities;
 pub mod cli;
 pub mod client;
 pub mod compile;
@@ -23,7 +23,7 @@ pub mod module_cli;
 pub mod server;
 pub mod state;
 
-pub use backends::Backends;
+pub use capabilities::Backends;
 pub use engine::{EngineOptions, WardenEngine};
 pub use error::{LoadError, RunError};
 pub use limits::Limits;

@@ -18,10 +18,6 @@ pub fn build_linker(engine: &WardenEngine) -> wasmtime::Result<Linker<ModuleStat
     })?;
     warden_net::add_guarded_lookup_to_linker(&mut linker)?;
     warden_capability::wit::add_types_to_linker(&mut linker)?;
-    warden_sql::add_to_linker(&mut linker)?;
-    warden_kv::add_to_linker(&mut linker)?;
-    warden_kafka::add_to_linker(&mut linker)?;
-    warden_amqp::add_to_linker(&mut linker)?;
-    warden_events::add_to_linker(&mut linker)?;
+    crate::capabilities::add_to_linker(&mut linker)?;
     Ok(linker)
 }

@@ -5,14 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use warden_amqp::{AmqpCtx, AmqpModule};
-use warden_capability::{AuditEvent, AuditKind, AuditSink};
-use warden_events::{EventBus, EventsModule};
+use warden_capability::{AuditEvent, AuditKind, AuditSink, InvocationLimits};
 use warden_fs::{HostPaths, ResolvedDir};
-use warden_kafka::{KafkaCtx, KafkaModule};
-use warden_kv::{KvCtx, KvModule};
 use warden_net::{GrantedHttpHooks, NetPolicy};
-use warden_sql::{SqlCtx, SqlModule};
 
 use warden_capability::LimitExceeded;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, ResourceTable};
@@ -23,7 +18,7 @@ use wasmtime_wasi_config::WasiConfigVariables;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::admission::Admission;
-use crate::backends::Backends;
+use crate::capabilities::{Backends, ModuleCapabilities};
 use crate::contract::{self, ComponentShape, MESSAGE_EXPORT, TASK_EXPORT};
 use crate::engine::{EPOCH_TICK, WardenEngine};
 use crate::error::{LoadError, RunError, TrapContext};
@@ -54,11 +49,7 @@ pub struct LoadedModule {
     shape: ComponentShape,
     fs_dirs: Vec<ResolvedDir>,
     net: Arc<NetPolicy>,
-    sql: Arc<SqlModule>,
-    kv: Arc<KvModule>,
-    kafka: Arc<KafkaModule>,
-    amqp: Arc<AmqpModule>,
-    events: Arc<EventsModule>,
+    caps: ModuleCapabilities,
     config: Arc<WasiConfigVariables>,
     pre: InstancePre<ModuleState>,
     task_run: Option<ComponentExportIndex>,
@@ -80,10 +71,8 @@ pub struct LoadContext<'a> {
     pub host_paths: HostPaths,
     pub defaults: &'a Limits,
     pub audit: Arc<dyn AuditSink>,
-    /// The host's shared backends (SQL pools, Redis, Kafka, AMQP).
+    /// The host's shared backends of every capability.
     pub backends: &'a Backends,
-    /// Where `warden:host/events` publishes go.
-    pub events: Arc<dyn EventBus>,
     /// Set for modules of scoped tokens: their network grants reach no
     /// internal address and none of these (the backends' addresses).
     pub outside_only: Option<Arc<[std::net::IpAddr]>>,
@@ -118,34 +107,9 @@ impl LoadedModule {
             Some(backends) => net.outside_only(backends.clone()),
             None => net,
         });
-        let sql = SqlModule::new(
-            &manifest.module.name,
-            &manifest.grants.sql,
-            &cx.backends.sql,
-            audit.clone(),
-        )
-        .map_err(LoadError::Host)?;
-        let kv = KvModule::new(
-            &manifest.module.name,
-            &manifest.grants.kv,
-            &cx.backends.kv,
-            audit.clone(),
-        )
-        .map_err(LoadError::Host)?;
-        let kafka = KafkaModule::new(
-            &manifest.module.name,
-            &manifest.grants.kafka,
-            &cx.backends.kafka,
-            audit.clone(),
-        )
-        .map_err(LoadError::Host)?;
-        let amqp = AmqpModule::new(
-            &manifest.module.name,
-            &manifest.grants.amqp,
-            &cx.backends.amqp,
-            audit.clone(),
-        )
-        .map_err(LoadError::Host)?;
+        let name = &manifest.module.name;
+        let caps = ModuleCapabilities::resolve(name, &manifest.grants, cx.backends, &audit)
+            .map_err(LoadError::Host)?;
         let config = Arc::new(
             manifest
                 .config
@@ -173,12 +137,6 @@ impl LoadedModule {
             max_handles: limits.max_handles,
             max_stack: cx.engine.options().max_wasm_stack,
         };
-        let events = Arc::new(EventsModule::new(
-            &manifest.module.name,
-            manifest.grants.events.clone(),
-            cx.events.clone(),
-            audit.clone(),
-        ));
         let guest_log = crate::guest_log::GuestLog::new(&manifest.module.name);
         Ok(Self {
             manifest,
@@ -186,11 +144,7 @@ impl LoadedModule {
             shape,
             fs_dirs,
             net,
-            sql: Arc::new(sql),
-            kv: Arc::new(kv),
-            kafka: Arc::new(kafka),
-            amqp: Arc::new(amqp),
-            events,
+            caps,
             config,
             pre,
             task_run,
@@ -404,15 +358,10 @@ impl LoadedModule {
             config: self.config.clone(),
             net: self.net.clone(),
             limiter: Limiter::new(&self.limits),
-            sql: SqlCtx::new(
-                self.sql.clone(),
-                self.limits.max_output.0,
-                self.limits.timeout,
-            ),
-            kv: KvCtx::new(self.kv.clone(), self.limits.max_output.0),
-            kafka: KafkaCtx::new(self.kafka.clone()),
-            amqp: AmqpCtx::new(self.amqp.clone()),
-            events: self.events.clone(),
+            caps: self.caps.ctxs(InvocationLimits {
+                max_output: self.limits.max_output.0,
+                timeout: self.limits.timeout,
+            }),
             denials: Arc::default(),
         };
         let mut store = Store::new(self.pre.engine(), state);

@@ -861,3 +861,55 @@ async fn a_slow_subscriber_makes_publishers_see_its_full_backlog() {
     );
     assert!(i >= 1024, "refused after {i}");
 }
+
+/// Every capability of the one list (`capabilities.rs`) shows in a module's
+/// detail and in `/v1/backends`, so that a capability can no longer be
+/// wired into one and forgotten in the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_capability_shows_in_module_detail_and_backends() {
+    // A host section and a grant per capability; a capability added to the
+    // list without one here fails this test by name.
+    let of = |kind: &str| -> (&str, &str) {
+        match kind {
+            "sql" => ("", "[grants.sql.db]\nbackend = \"local\"\n"),
+            "kv" => (
+                "[kv.cache]\nurl = \"redis://127.0.0.1:6379\"\n",
+                "[grants.kv.c]\nbackend = \"cache\"\nprefix = \"every:\"\n",
+            ),
+            "kafka" => (
+                "[kafka.k]\nbootstrap-servers = \"127.0.0.1:9092\"\n",
+                "[grants.kafka.ev]\nbackend = \"k\"\nproduce = [\"every\"]\n",
+            ),
+            "amqp" => (
+                "[amqp.mq]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n",
+                "[grants.amqp.jobs]\nbackend = \"mq\"\npublish = [\"every/*\"]\n",
+            ),
+            "events" => ("", "[grants.events]\npublish = [\"every.*\"]\n"),
+            other => panic!("no host section and grant for capability {other:?} in this test"),
+        }
+    };
+    let kinds = warden_runtime::capabilities::KINDS;
+    let host: String = kinds.iter().map(|k| of(k).0).collect();
+    let grants: String = kinds.iter().map(|k| of(k).1).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(tmp.path(), &host);
+    s.deploy(&guest("http-faulty"), "every", &grants).await;
+
+    let viewer = s.client(VIEWER);
+    let detail = viewer.get("/v1/modules/every").await.unwrap();
+    let backends = viewer.get("/v1/backends").await.unwrap();
+    for kind in kinds {
+        let granted = &detail["grants"][kind];
+        assert!(
+            granted.as_array().is_some_and(|g| !g.is_empty()),
+            "module detail lacks {kind}: {detail}"
+        );
+        let status = &backends[kind];
+        assert!(
+            status.as_array().is_some_and(|b| !b.is_empty()),
+            "/v1/backends lacks {kind}: {backends}"
+        );
+    }
+    assert_eq!(backends["events"][0]["kind"], "in-process", "{backends}");
+    assert_eq!(detail["grants"]["kafka"], json!(["ev"]), "{detail}");
+}

@@ -161,7 +161,6 @@ fn load_in(
         defaults: &Limits::default(),
         audit: Arc::new(audit.clone()),
         backends,
-        events: Arc::new(warden_events::NoBus),
         outside_only,
     };
     let mut module = LoadedModule::load(&cx, bytes, manifest)?;

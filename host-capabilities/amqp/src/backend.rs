@@ -47,7 +47,7 @@ pub struct AmqpBackend {
     errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AmqpBackendStatus {
     pub id: String,
     pub connected: bool,

@@ -19,8 +19,12 @@ pub struct AmqpGrant {
     pub declare: Vec<String>,
 }
 
-impl AmqpGrant {
-    pub fn check(&self) -> Result<(), String> {
+impl warden_capability::NamedGrant for AmqpGrant {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check(&self) -> Result<(), String> {
         for (key, globs) in [
             ("publish", &self.publish),
             ("consume", &self.consume),
@@ -30,7 +34,9 @@ impl AmqpGrant {
         }
         Ok(())
     }
+}
 
+impl AmqpGrant {
     pub fn may_publish(&self, exchange: &str, routing_key: &str) -> bool {
         let target = format!("{exchange}/{routing_key}");
         self.publish.iter().any(|g| glob_matches(g, &target))

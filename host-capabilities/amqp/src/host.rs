@@ -12,7 +12,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use warden_capability::{AuditSink, CapabilityError, Granted, ModuleGrants};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
 use crate::backend::{AmqpBackend, AmqpBackends, Lease};
 use crate::grant::AmqpGrant;
@@ -98,23 +98,17 @@ pub struct DeliveryHandle {
     settled: AtomicBool,
 }
 
-pub trait AmqpView: Send {
-    fn amqp(&mut self) -> AmqpHost<'_>;
-}
-
+/// What the `warden:host/amqp` host functions run on.
 pub struct AmqpHost<'a> {
     pub ctx: &'a mut AmqpCtx,
     pub table: &'a mut ResourceTable,
 }
 
-struct AmqpData;
-
-impl HasData for AmqpData {
-    type Data<'a> = AmqpHost<'a>;
-}
-
-pub fn add_to_linker<T: AmqpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, AmqpData>(linker, |t| t.amqp())
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> AmqpHost<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, warden_capability::HostOf<crate::Amqp>>(linker, get)
 }
 
 type WitResult<T> = wasmtime::Result<Result<T, WitError>>;

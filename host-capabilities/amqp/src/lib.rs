@@ -4,13 +4,15 @@
 //! message triggers consume through [`AmqpBackend::consume`].
 
 mod backend;
+mod capability;
 mod consumer;
 mod grant;
 mod host;
 mod message;
 
 pub use backend::{AmqpBackend, AmqpBackendConfig, AmqpBackendStatus, AmqpBackends};
+pub use capability::Amqp;
 pub use consumer::{AmqpSubscription, Inbound};
 pub use grant::AmqpGrant;
-pub use host::{AmqpCtx, AmqpHost, AmqpModule, AmqpView, add_to_linker};
+pub use host::{AmqpCtx, AmqpHost, AmqpModule};
 pub use message::{MAX_HEADERS, MAX_PAYLOAD, Properties};

@@ -1,8 +1,10 @@
-//! Pieces every Warden capability shares: the denial/limit errors that the
-//! runtime reports with the rule they broke, and the audit sink.
+//! Pieces every Warden capability shares: the [`Capability`] trait that is
+//! the seam to the runtime, the denial/limit errors that the runtime reports
+//! with the rule they broke, the audit sink, and shared backend helpers.
 
 mod audit;
 mod backends;
+mod capability;
 mod error;
 mod glob;
 mod grants;
@@ -12,6 +14,10 @@ pub mod wit;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use backends::{Backend, BackendSet};
+pub use capability::{
+    Capability, HostOf, InvocationLimits, NamedGrant, NoCapability, NoConfig, grant_names,
+    named_backend_ids, named_check, unbracket, url_host,
+};
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};
 pub use grants::{Granted, ModuleGrants, resolve_grants};

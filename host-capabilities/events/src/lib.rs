@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use warden_capability::{AuditSink, CapabilityError, check_globs, glob_matches};
-use wasmtime::component::{HasData, Linker};
+use serde::{Deserialize, Serialize};
+use warden_capability::{
+    AuditSink, Capability, CapabilityError, HostOf, InvocationLimits, NoConfig, check_globs,
+    glob_matches,
+};
+use wasmtime::component::{Linker, ResourceTable};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -33,15 +36,11 @@ pub struct EventsGrant {
     pub publish: Vec<String>,
 }
 
-impl EventsGrant {
-    pub fn check(&self) -> Result<(), String> {
-        check_globs(&self.publish)
-    }
-}
-
 /// Where published events go. The server's bus delivers them to
 /// subscribers; without a server there is no bus.
 pub trait EventBus: Send + Sync {
+    /// What `/v1/backends` calls it (`in-process`, `none`).
+    fn kind(&self) -> &'static str;
     fn publish(&self, from: &str, topic: &str, payload: Vec<u8>) -> Result<(), CapabilityError>;
 }
 
@@ -49,6 +48,10 @@ pub trait EventBus: Send + Sync {
 pub struct NoBus;
 
 impl EventBus for NoBus {
+    fn kind(&self) -> &'static str {
+        "none"
+    }
+
     fn publish(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), CapabilityError> {
         Err(CapabilityError::Unavailable(
             "events need `warden serve` (no event bus here)".into(),
@@ -101,18 +104,104 @@ impl EventsModule {
     }
 }
 
-pub trait EventsView: Send {
-    fn events(&mut self) -> &EventsModule;
+/// The bus modules publish to: the host's shared "backend" of events.
+#[derive(Clone)]
+pub struct EventsBackend {
+    bus: Arc<dyn EventBus>,
 }
 
-struct EventsData;
-
-impl HasData for EventsData {
-    type Data<'a> = &'a EventsModule;
+impl EventsBackend {
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Self { bus }
+    }
 }
 
-pub fn add_to_linker<T: EventsView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, EventsData>(linker, |t| t.events())
+impl Default for EventsBackend {
+    fn default() -> Self {
+        Self::new(Arc::new(NoBus))
+    }
+}
+
+/// The events entry of `/v1/backends`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventsStatus {
+    pub id: &'static str,
+    pub kind: &'static str,
+}
+
+/// `warden:host/events`: publishing to `[grants.events] publish` topics.
+pub struct Events;
+
+impl Capability for Events {
+    const KIND: &'static str = "events";
+    const INTERFACES: &'static [&'static str] = &["events"];
+    const GRANT: &'static str = "[grants.events]";
+    type Grants = Option<EventsGrant>;
+    type Config = NoConfig;
+    type Backends = EventsBackend;
+    type Module = EventsModule;
+    type Ctx = Arc<EventsModule>;
+    type Host<'a> = &'a EventsModule;
+    type Status = EventsStatus;
+    type Summary = Option<Vec<String>>;
+
+    fn is_granted(grants: &Self::Grants) -> bool {
+        grants.is_some()
+    }
+
+    fn check(grants: &Self::Grants) -> Vec<(String, String)> {
+        let problem = grants.as_ref().and_then(|g| check_globs(&g.publish).err());
+        problem
+            .map(|e| ("publish".to_string(), e))
+            .into_iter()
+            .collect()
+    }
+
+    fn summary(grants: &Self::Grants) -> Option<Vec<String>> {
+        grants.as_ref().map(|g| g.publish.clone())
+    }
+
+    fn backend_ids(_: &Self::Grants) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn backends(_: &NoConfig) -> Result<EventsBackend, String> {
+        Ok(EventsBackend::default())
+    }
+
+    fn status(backend: &EventsBackend) -> Vec<EventsStatus> {
+        let kind = backend.bus.kind();
+        vec![EventsStatus { id: "bus", kind }]
+    }
+
+    fn backend_hosts(_: &NoConfig) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn resolve(
+        module: &str,
+        grants: &Self::Grants,
+        backend: &EventsBackend,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<EventsModule, String> {
+        let bus = backend.bus.clone();
+        Ok(EventsModule::new(module, grants.clone(), bus, audit))
+    }
+
+    fn ctx(module: &Arc<EventsModule>, _: InvocationLimits) -> Arc<EventsModule> {
+        module.clone()
+    }
+
+    fn host<'a>(ctx: &'a mut Arc<EventsModule>, _: &'a mut ResourceTable) -> &'a EventsModule {
+        ctx
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &EventsModule,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HostOf<Events>>(linker, get)
+    }
 }
 
 impl wit::Host for &EventsModule {

@@ -126,7 +126,7 @@ pub struct KafkaBackend {
     pub(crate) health: Health,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KafkaBackendStatus {
     pub id: String,
     pub sent: u64,

@@ -15,13 +15,19 @@ pub struct KafkaGrant {
     pub consume: Vec<String>,
 }
 
-impl KafkaGrant {
-    pub fn check(&self) -> Result<(), String> {
+impl warden_capability::NamedGrant for KafkaGrant {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check(&self) -> Result<(), String> {
         check_globs(&self.produce)
             .map_err(|e| format!("produce: {e}"))
             .and_then(|()| check_globs(&self.consume).map_err(|e| format!("consume: {e}")))
     }
+}
 
+impl KafkaGrant {
     pub fn may_produce(&self, topic: &str) -> bool {
         self.produce.iter().any(|g| glob_matches(g, topic))
     }

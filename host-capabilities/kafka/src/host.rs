@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warden_capability::{AuditSink, CapabilityError, Granted, ModuleGrants};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use warden_capability::{AuditSink, CapabilityError, Granted, HostOf, ModuleGrants};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
+use crate::Kafka;
 use crate::backend::{KafkaBackend, KafkaBackends};
 use crate::grant::KafkaGrant;
 use crate::limits::{Outgoing, check_batch, check_topic};
@@ -89,23 +90,17 @@ pub struct Producer {
     grant: Arc<ModuleGrant>,
 }
 
-pub trait KafkaView: Send {
-    fn kafka(&mut self) -> KafkaHost<'_>;
-}
-
+/// What the `warden:host/kafka` host functions run on.
 pub struct KafkaHost<'a> {
     pub ctx: &'a mut KafkaCtx,
     pub table: &'a mut ResourceTable,
 }
 
-struct KafkaData;
-
-impl HasData for KafkaData {
-    type Data<'a> = KafkaHost<'a>;
-}
-
-pub fn add_to_linker<T: KafkaView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, KafkaData>(linker, |t| t.kafka())
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> KafkaHost<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HostOf<Kafka>>(linker, get)
 }
 
 fn outgoing(r: WitOutgoing) -> Outgoing {

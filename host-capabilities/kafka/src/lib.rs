@@ -4,6 +4,7 @@
 //! triggers consume through [`KafkaBackend::subscribe`].
 
 mod backend;
+mod capability;
 mod consumer;
 mod grant;
 mod host;
@@ -11,7 +12,8 @@ mod limits;
 mod send;
 
 pub use backend::{KafkaBackend, KafkaBackendConfig, KafkaBackendStatus, KafkaBackends};
+pub use capability::Kafka;
 pub use consumer::{Incoming, Subscription};
 pub use grant::KafkaGrant;
-pub use host::{KafkaCtx, KafkaHost, KafkaModule, KafkaView, add_to_linker};
+pub use host::{KafkaCtx, KafkaHost, KafkaModule};
 pub use limits::{MAX_BATCH, MAX_HEADERS, MAX_PAYLOAD, Outgoing, check_topic};

@@ -29,7 +29,7 @@ pub struct KvBackend {
     errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KvBackendStatus {
     pub id: String,
     pub connected: bool,

@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use warden_capability::{AuditSink, CapabilityError};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
 use crate::backend::{KvBackend, KvBackends};
 use crate::key::Confined;
@@ -95,23 +95,17 @@ pub struct Store {
     grant: Arc<ModuleGrant>,
 }
 
-pub trait KvView: Send {
-    fn kv(&mut self) -> KvHost<'_>;
-}
-
+/// What the `warden:host/kv` host functions run on.
 pub struct KvHost<'a> {
     pub ctx: &'a mut KvCtx,
     pub table: &'a mut ResourceTable,
 }
 
-struct KvData;
-
-impl HasData for KvData {
-    type Data<'a> = KvHost<'a>;
-}
-
-pub fn add_to_linker<T: KvView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, KvData>(linker, |t| t.kv())
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> KvHost<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, warden_capability::HostOf<crate::Kv>>(linker, get)
 }
 
 type WitResult<T> = wasmtime::Result<Result<T, WitError>>;
@@ -618,5 +612,11 @@ impl Size for Reply {
             Reply::Bytes(b) => b.len() as u64,
             _ => 8,
         }
+    }
+}
+
+impl warden_capability::NamedGrant for KvGrant {
+    fn backend(&self) -> &str {
+        &self.backend
     }
 }

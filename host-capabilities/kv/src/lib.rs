@@ -4,11 +4,13 @@
 //! built by the host; guests never send raw commands.
 
 mod backend;
+mod capability;
 mod host;
 mod key;
 mod pubsub;
 
 pub use backend::{KvBackend, KvBackendConfig, KvBackendStatus, KvBackends};
-pub use host::{KvCtx, KvGrant, KvHost, KvModule, KvView, add_to_linker};
+pub use capability::Kv;
+pub use host::{KvCtx, KvGrant, KvHost, KvModule};
 pub use key::Confined;
 pub use pubsub::KvSubscription;

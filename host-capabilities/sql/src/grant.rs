@@ -39,3 +39,9 @@ fn default_statement_timeout() -> HumanDuration {
 fn default_max_rows() -> u32 {
     10_000
 }
+
+impl warden_capability::NamedGrant for SqlGrant {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+}

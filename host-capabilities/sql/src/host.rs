@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warden_capability::{AuditEvent, AuditKind, AuditSink, CapabilityError};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable};
 
 use crate::conn::{Caps, Conn};
 use crate::grant::{SqlAccess, SqlGrant};
@@ -150,24 +150,17 @@ pub struct Transaction {
     lease: Option<Lease>,
 }
 
-/// Store state that carries SQL access.
-pub trait SqlView: Send {
-    fn sql(&mut self) -> SqlHost<'_>;
-}
-
+/// What the `warden:host/sql` host functions run on.
 pub struct SqlHost<'a> {
     pub ctx: &'a mut SqlCtx,
     pub table: &'a mut ResourceTable,
 }
 
-struct SqlData;
-
-impl HasData for SqlData {
-    type Data<'a> = SqlHost<'a>;
-}
-
-pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, SqlData>(linker, |t| t.sql())
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> SqlHost<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, warden_capability::HostOf<crate::Sql>>(linker, get)
 }
 
 impl SqlHost<'_> {

@@ -3,6 +3,7 @@
 //! manifest decides which a module may `open`, read-only or read-write, with
 //! a statement timeout, a row cap and a per-module connection quota.
 
+mod capability;
 mod config;
 mod conn;
 mod error;
@@ -17,8 +18,9 @@ mod privileges;
 mod sqlite;
 mod value;
 
+pub use capability::Sql;
 pub use config::SqlBackendConfig;
 pub use grant::{SqlAccess, SqlGrant};
-pub use host::{SqlCtx, SqlHost, SqlModule, SqlView, add_to_linker};
+pub use host::{SqlCtx, SqlHost, SqlModule};
 pub use pool::{SqlBackend, SqlBackendStatus, SqlBackends, SqlKind};
 pub use value::{RowSet, SqlValue};

@@ -30,7 +30,8 @@ const CONTROL_CONNECTIONS: u32 = 2;
 /// to close) stops its statement within this, instead of running on.
 const CLIENT_CHECK_INTERVAL_MS: &str = "1000";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SqlKind {
     Postgres,
     MySql,
@@ -81,7 +82,7 @@ pub struct SqlBackend {
 }
 
 /// Pool health for `/v1/backends` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SqlBackendStatus {
     pub id: String,
     pub kind: SqlKind,

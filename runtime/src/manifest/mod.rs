@@ -9,12 +9,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 use warden_amqp::AmqpGrant;
-use warden_events::EventsGrant;
+use warden_capability::Capability;
 use warden_fs::FsGrants;
 use warden_kafka::KafkaGrant;
-use warden_kv::KvGrant;
 use warden_net::NetGrant;
-use warden_sql::SqlGrant;
 
 pub use warden_capability::{ByteSize, HumanDuration, Rate};
 
@@ -89,49 +87,62 @@ pub struct Subscription {
     pub dead_letter: Option<String>,
 }
 
-/// `[grants]`. Capabilities not built into this warden are rejected by name.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub fs: FsGrants,
-    pub net: Option<NetGrant>,
-    #[serde(default)]
-    pub sql: BTreeMap<String, SqlGrant>,
-    #[serde(default)]
-    pub kv: BTreeMap<String, KvGrant>,
-    #[serde(default)]
-    pub kafka: BTreeMap<String, KafkaGrant>,
-    #[serde(default)]
-    pub amqp: BTreeMap<String, AmqpGrant>,
-    pub events: Option<EventsGrant>,
+macro_rules! grants {
+    ($($kind:ident: $cap:ty),* $(,)?) => {
+        /// `[grants]`: `fs` and `net`, which widen WASI's own interfaces, and
+        /// one slice per capability of `capabilities.rs`. Capabilities not
+        /// built into this warden are rejected by name.
+        #[derive(Debug, Clone, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Grants {
+            #[serde(default)]
+            pub fs: FsGrants,
+            pub net: Option<NetGrant>,
+            $(#[serde(default)]
+            pub $kind: <$cap as Capability>::Grants,)*
+        }
+
+        impl Grants {
+            /// What each capability grants, for the API's module detail:
+            /// grant names, or the guest paths, hosts and topics granted.
+            pub fn summary(&self) -> serde_json::Value {
+                let mut all = serde_json::Map::new();
+                all.insert("fs".into(), serde_json::json!(self.fs.keys().collect::<Vec<_>>()));
+                let net = self.net.as_ref().map(|n| n.allow.clone());
+                all.insert("net".into(), serde_json::json!(net));
+                $(let summary = <$cap>::summary(&self.$kind);
+                all.insert(
+                    stringify!($kind).into(),
+                    serde_json::to_value(summary).unwrap_or_default(),
+                );)*
+                serde_json::Value::Object(all)
+            }
+
+            /// `(kind, grant name, backend id)` of every grant that names a
+            /// backend of the host config.
+            pub fn backend_ids(&self) -> Vec<(&'static str, String, String)> {
+                let mut ids = Vec::new();
+                $(ids.extend(
+                    <$cap>::backend_ids(&self.$kind)
+                        .into_iter()
+                        .map(|(name, id)| (<$cap>::KIND, name, id)),
+                );)*
+                ids
+            }
+
+            /// Every capability's own checks of its grants.
+            fn capability_problems(&self) -> Vec<ManifestError> {
+                let mut problems = Vec::new();
+                $(problems.extend(<$cap>::check(&self.$kind).into_iter().map(
+                    |(path, e)| ManifestError::new(format!("grants.{}.{path}", <$cap>::KIND), e),
+                ));)*
+                problems
+            }
+        }
+    };
 }
 
-impl Grants {
-    /// What each capability grants, for the API's module detail: grant
-    /// names, or the guest paths, hosts and topics granted. Destructured
-    /// so that a new capability cannot be left out of it.
-    pub fn summary(&self) -> serde_json::Value {
-        let Grants {
-            fs,
-            net,
-            sql,
-            kv,
-            kafka,
-            amqp,
-            events,
-        } = self;
-        serde_json::json!({
-            "sql": sql.keys().collect::<Vec<_>>(),
-            "kv": kv.keys().collect::<Vec<_>>(),
-            "fs": fs.keys().collect::<Vec<_>>(),
-            "net": net.as_ref().map(|n| n.allow.clone()),
-            "kafka": kafka.keys().collect::<Vec<_>>(),
-            "amqp": amqp.keys().collect::<Vec<_>>(),
-            "events": events.as_ref().map(|e| e.publish.clone()),
-        })
-    }
-}
+crate::capabilities::for_each_capability!(grants);
 
 /// `[config]` values; non-strings are passed to the guest in TOML syntax.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -279,21 +290,7 @@ impl Manifest {
                 p.push(ManifestError::new(format!("subscribe[{i}].{key}"), e));
             }
         }
-        for (name, g) in &self.grants.kafka {
-            if let Err(e) = g.check() {
-                p.push(ManifestError::new(format!("grants.kafka.{name}"), e));
-            }
-        }
-        for (name, g) in &self.grants.amqp {
-            if let Err(e) = g.check() {
-                p.push(ManifestError::new(format!("grants.amqp.{name}"), e));
-            }
-        }
-        if let Some(events) = &self.grants.events
-            && let Err(e) = events.check()
-        {
-            p.push(ManifestError::new("grants.events.publish", e));
-        }
+        p.extend(self.grants.capability_problems());
         if let Some(net) = &self.grants.net
             && let Err(e) = net.endpoints()
         {

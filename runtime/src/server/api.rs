@@ -415,49 +415,7 @@ async fn backends(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     unscoped(&caller)?;
-    let sql: Vec<Value> = api
-        .node
-        .host
-        .backends
-        .sql
-        .status()
-        .into_iter()
-        .map(|s| {
-            json!({"id": s.id, "kind": format!("{:?}", s.kind).to_lowercase(), "size": s.size,
-                   "idle": s.idle, "in_use": s.in_use, "waits": s.waits, "errors": s.errors,
-                   "privileged": s.privileged, "refused": s.refused})
-        })
-        .collect();
-    let kv: Vec<Value> = api
-        .node
-        .host
-        .backends
-        .kv
-        .status()
-        .into_iter()
-        .map(
-            |s| json!({"id": s.id, "connected": s.connected, "calls": s.calls, "errors": s.errors}),
-        )
-        .collect();
-    let backends = &api.node.host.backends;
-    let kafka: Vec<Value> = backends
-        .kafka
-        .status()
-        .into_iter()
-        .map(|s| json!({"id": s.id, "sent": s.sent, "errors": s.errors, "in_flight": s.in_flight}))
-        .collect();
-    let amqp: Vec<Value> = backends
-        .amqp
-        .status()
-        .into_iter()
-        .map(|s| {
-            json!({"id": s.id, "connected": s.connected, "channels_in_use": s.channels_in_use,
-                   "channels_idle": s.channels_idle, "published": s.published, "errors": s.errors})
-        })
-        .collect();
-    Ok(Json(
-        json!({ "sql": sql, "kv": kv, "kafka": kafka, "amqp": amqp }),
-    ))
+    Ok(Json(api.node.host.backends.status()))
 }
 
 async fn audit(

@@ -105,15 +105,7 @@ impl Caller {
                     ));
                 }
             }
-            let g = &manifest.grants;
-            let used = g
-                .sql
-                .iter()
-                .map(|(n, x)| ("sql", n, &x.backend))
-                .chain(g.kv.iter().map(|(n, x)| ("kv", n, &x.backend)))
-                .chain(g.kafka.iter().map(|(n, x)| ("kafka", n, &x.backend)))
-                .chain(g.amqp.iter().map(|(n, x)| ("amqp", n, &x.backend)));
-            for (kind, grant, backend) in used {
+            for (kind, grant, backend) in manifest.grants.backend_ids() {
                 let key = format!("{kind}.{backend}");
                 if !allowed.contains(&key) {
                     no.push(format!(

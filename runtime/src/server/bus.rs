@@ -36,6 +36,10 @@ impl Bus {
 }
 
 impl EventBus for Bus {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
     fn publish(&self, from: &str, topic: &str, payload: Vec<u8>) -> Result<(), CapabilityError> {
         let node =
             self.node.get().and_then(Weak::upgrade).ok_or_else(|| {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use warden_sql::SqlBackendConfig;
 
-use crate::backends::Backends;
+use crate::capabilities::Backends;
 use crate::engine::{EngineOptions, WardenEngine};
 use crate::host_config::HostConfig;
 use crate::linker::build_linker;
@@ -80,7 +80,10 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     })
     .map_err(|e| format!("engine: {e:#}"))?;
     let linker = build_linker(&engine).map_err(|e| format!("linker: {e:#}"))?;
-    let backends = Backends::new(&config)?;
+    let mut backends = Backends::new(&config)?;
+    // Published events go to this node's bus.
+    let bus = Arc::new(bus::Bus::default());
+    backends.events = warden_events::EventsBackend::new(bus.clone());
     // A privileged database credential is refused before any module runs.
     backends
         .sql
@@ -106,7 +109,6 @@ pub async fn serve(mut config: HostConfig) -> Result<(), String> {
     }
     let metrics = Arc::new(Metrics::default());
     let audit = audit::AuditLog::start(registry.clone(), metrics.clone());
-    let bus = Arc::new(bus::Bus::default());
     let node = Arc::new(Node {
         config: config.server.clone(),
         registry,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backends::Backends;
+use crate::capabilities::Backends;
 use warden_fs::HostPaths;
 use wasmtime::component::Linker;
 
@@ -178,7 +178,6 @@ impl Node {
             defaults: &Limits::default(),
             audit: self.audit.for_version(&version),
             backends: &self.host.backends,
-            events: self.bus.clone(),
             outside_only: confined.then(|| self.host.backend_addrs.clone()),
         };
         let mut module = LoadedModule::load(&cx, bytes, manifest)?;
