@@ -37,6 +37,12 @@ impl<B> Clone for BackendSet<B> {
     }
 }
 
+impl<B> AsRef<BackendSet<B>> for BackendSet<B> {
+    fn as_ref(&self) -> &Self {
+        self
+    }
+}
+
 impl<B: Backend> BackendSet<B> {
     /// One backend per entry of `configs`; the first error stops it.
     pub fn new(configs: &BTreeMap<String, B::Config>) -> Result<Self, String> {

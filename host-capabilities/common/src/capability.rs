@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::AuditSink;
+use crate::{AuditSink, Backend, BackendSet};
 
 /// What one invocation's limits leave to a capability's per-store state.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +117,136 @@ pub trait Capability: Sized + Send + Sync + 'static {
     ) -> wasmtime::Result<()>;
 }
 
+/// A capability whose grants are `[grants.<KIND>.<name>]` entries, each
+/// naming a `[<KIND>.<id>]` backend of the host config (sql, kv, kafka,
+/// amqp). Implementing it gives the whole [`Capability`]; what is left is
+/// what differs between them.
+pub trait NamedCapability: Sized + Send + Sync + 'static {
+    /// [`Capability::KIND`].
+    const KIND: &'static str;
+    /// [`Capability::GRANT`]: `[grants.<KIND>.<name>]`.
+    const GRANT: &'static str;
+    /// One `[grants.<KIND>.<name>]`.
+    type Grant: NamedGrant + DeserializeOwned + Clone + Debug + Send + Sync;
+    /// One shared backend, built from one `[<KIND>.<id>]`.
+    type Backend: Backend<Config: DeserializeOwned + Clone + Debug + Send + Sync, Status: Serialize>
+        + Send
+        + Sync;
+    /// Every backend; usually `BackendSet<Self::Backend>` itself.
+    type Backends: Default
+        + Clone
+        + Send
+        + Sync
+        + From<BackendSet<Self::Backend>>
+        + AsRef<BackendSet<Self::Backend>>;
+    /// [`Capability::Module`].
+    type Module: Send + Sync + 'static;
+    /// [`Capability::Ctx`].
+    type Ctx: Send + 'static;
+    /// [`Capability::Host`].
+    type Host<'a>: Send;
+
+    /// [`Capability::backend_hosts`].
+    fn backend_hosts(config: &BTreeMap<String, BackendConfig<Self>>) -> Vec<String>;
+    /// [`Capability::relative_to`].
+    fn relative_to(_config: &mut BTreeMap<String, BackendConfig<Self>>, _dir: &Path) {}
+    /// [`Capability::resolve`].
+    fn resolve(
+        module: &str,
+        grants: &BTreeMap<String, Self::Grant>,
+        backends: &Self::Backends,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self::Module, String>;
+    /// [`Capability::ctx`].
+    fn ctx(module: &Arc<Self::Module>, limits: InvocationLimits) -> Self::Ctx;
+    /// [`Capability::host`].
+    fn host<'a>(ctx: &'a mut Self::Ctx, table: &'a mut ResourceTable) -> Self::Host<'a>;
+    /// [`Capability::add_to_linker`].
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> Self::Host<'_>,
+    ) -> wasmtime::Result<()>;
+}
+
+/// The host-config entry of a [`NamedCapability`]'s backend.
+pub type BackendConfig<C> = <<C as NamedCapability>::Backend as Backend>::Config;
+
+impl<C: NamedCapability> Capability for C {
+    const KIND: &'static str = C::KIND;
+    const INTERFACES: &'static [&'static str] = &[C::KIND];
+    const GRANT: &'static str = C::GRANT;
+    type Grants = BTreeMap<String, C::Grant>;
+    type Config = BTreeMap<String, BackendConfig<C>>;
+    type Backends = C::Backends;
+    type Module = C::Module;
+    type Ctx = C::Ctx;
+    type Host<'a> = C::Host<'a>;
+    type Status = <C::Backend as Backend>::Status;
+    type Summary = Vec<String>;
+
+    fn is_granted(grants: &Self::Grants) -> bool {
+        !grants.is_empty()
+    }
+
+    fn check(grants: &Self::Grants) -> Vec<(String, String)> {
+        grants
+            .iter()
+            .filter_map(|(name, g)| g.check().err().map(|e| (name.clone(), e)))
+            .collect()
+    }
+
+    fn summary(grants: &Self::Grants) -> Vec<String> {
+        grants.keys().cloned().collect()
+    }
+
+    fn backend_ids(grants: &Self::Grants) -> Vec<(String, String)> {
+        let ids = grants
+            .iter()
+            .map(|(name, g)| (name.clone(), g.backend().to_string()));
+        ids.collect()
+    }
+
+    fn backends(config: &Self::Config) -> Result<C::Backends, String> {
+        BackendSet::new(config).map(Into::into)
+    }
+
+    fn status(backends: &C::Backends) -> Vec<Self::Status> {
+        backends.as_ref().status()
+    }
+
+    fn backend_hosts(config: &Self::Config) -> Vec<String> {
+        <C as NamedCapability>::backend_hosts(config)
+    }
+
+    fn relative_to(config: &mut Self::Config, dir: &Path) {
+        <C as NamedCapability>::relative_to(config, dir)
+    }
+
+    fn resolve(
+        module: &str,
+        grants: &Self::Grants,
+        backends: &C::Backends,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<C::Module, String> {
+        <C as NamedCapability>::resolve(module, grants, backends, audit)
+    }
+
+    fn ctx(module: &Arc<C::Module>, limits: InvocationLimits) -> C::Ctx {
+        <C as NamedCapability>::ctx(module, limits)
+    }
+
+    fn host<'a>(ctx: &'a mut C::Ctx, table: &'a mut ResourceTable) -> C::Host<'a> {
+        <C as NamedCapability>::host(ctx, table)
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> C::Host<'_>,
+    ) -> wasmtime::Result<()> {
+        <C as NamedCapability>::add_to_linker(linker, get)
+    }
+}
+
 /// The `HasData` of capability `C`, for its `bindgen!` `add_to_linker`.
 pub struct HostOf<C>(PhantomData<C>);
 
@@ -124,9 +254,7 @@ impl<C: Capability> HasData for HostOf<C> {
     type Data<'a> = C::Host<'a>;
 }
 
-/// One `[grants.<kind>.<name>]` entry that names a backend: the shape of
-/// every backend-backed capability's grants, which the `named_*` helpers
-/// implement the [`Capability`] phases for.
+/// One `[grants.<kind>.<name>]` entry of a [`NamedCapability`].
 pub trait NamedGrant {
     /// The `[<kind>.<id>]` of the host config it uses.
     fn backend(&self) -> &str;
@@ -134,27 +262,6 @@ pub trait NamedGrant {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
-}
-
-/// [`Capability::check`] of a map of [`NamedGrant`]s.
-pub fn named_check<G: NamedGrant>(grants: &BTreeMap<String, G>) -> Vec<(String, String)> {
-    grants
-        .iter()
-        .filter_map(|(name, g)| g.check().err().map(|e| (name.clone(), e)))
-        .collect()
-}
-
-/// [`Capability::backend_ids`] of a map of [`NamedGrant`]s.
-pub fn named_backend_ids<G: NamedGrant>(grants: &BTreeMap<String, G>) -> Vec<(String, String)> {
-    grants
-        .iter()
-        .map(|(name, g)| (name.clone(), g.backend().to_string()))
-        .collect()
-}
-
-/// [`Capability::summary`] of a map of grants: their names.
-pub fn grant_names<G>(grants: &BTreeMap<String, G>) -> Vec<String> {
-    grants.keys().cloned().collect()
 }
 
 /// A host-config section for a capability that has none: any `[<kind>]`

@@ -15,8 +15,8 @@ pub mod wit;
 pub use audit::{AuditEvent, AuditKind, AuditSink, LogAudit, MemoryAudit};
 pub use backends::{Backend, BackendSet};
 pub use capability::{
-    Capability, HostOf, InvocationLimits, NamedGrant, NoCapability, NoConfig, grant_names,
-    named_backend_ids, named_check, unbracket, url_host,
+    BackendConfig, Capability, HostOf, InvocationLimits, NamedCapability, NamedGrant, NoCapability,
+    NoConfig, unbracket, url_host,
 };
 pub use error::{CapabilityError, LimitExceeded};
 pub use glob::{check_globs, glob_matches};

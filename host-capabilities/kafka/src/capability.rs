@@ -1,58 +1,29 @@
-//! Kafka on the runtime's [`Capability`] seam.
+//! Kafka on the runtime's capability seam.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warden_capability::{
-    AuditSink, Capability, InvocationLimits, grant_names, named_backend_ids, named_check, unbracket,
-};
+use warden_capability::{AuditSink, BackendConfig, InvocationLimits, NamedCapability, unbracket};
 use wasmtime::component::{Linker, ResourceTable};
 
-use crate::backend::{KafkaBackendConfig, KafkaBackendStatus, KafkaBackends};
+use crate::backend::{KafkaBackend, KafkaBackends};
 use crate::grant::KafkaGrant;
 use crate::host::{self, KafkaCtx, KafkaHost, KafkaModule};
 
 /// `warden:host/kafka`: producers limited to `[grants.kafka.<name>]` topics.
 pub struct Kafka;
 
-impl Capability for Kafka {
+impl NamedCapability for Kafka {
     const KIND: &'static str = "kafka";
-    const INTERFACES: &'static [&'static str] = &["kafka"];
     const GRANT: &'static str = "[grants.kafka.<name>]";
-    type Grants = BTreeMap<String, KafkaGrant>;
-    type Config = BTreeMap<String, KafkaBackendConfig>;
+    type Grant = KafkaGrant;
+    type Backend = KafkaBackend;
     type Backends = KafkaBackends;
     type Module = KafkaModule;
     type Ctx = KafkaCtx;
     type Host<'a> = KafkaHost<'a>;
-    type Status = KafkaBackendStatus;
-    type Summary = Vec<String>;
 
-    fn is_granted(grants: &Self::Grants) -> bool {
-        !grants.is_empty()
-    }
-
-    fn check(grants: &Self::Grants) -> Vec<(String, String)> {
-        named_check(grants)
-    }
-
-    fn summary(grants: &Self::Grants) -> Vec<String> {
-        grant_names(grants)
-    }
-
-    fn backend_ids(grants: &Self::Grants) -> Vec<(String, String)> {
-        named_backend_ids(grants)
-    }
-
-    fn backends(config: &Self::Config) -> Result<KafkaBackends, String> {
-        KafkaBackends::new(config)
-    }
-
-    fn status(backends: &KafkaBackends) -> Vec<KafkaBackendStatus> {
-        backends.status()
-    }
-
-    fn backend_hosts(config: &Self::Config) -> Vec<String> {
+    fn backend_hosts(config: &BTreeMap<String, BackendConfig<Self>>) -> Vec<String> {
         let servers = config.values().flat_map(|c| c.bootstrap_servers.split(','));
         servers
             .filter_map(|b| {
@@ -67,7 +38,7 @@ impl Capability for Kafka {
 
     fn resolve(
         module: &str,
-        grants: &Self::Grants,
+        grants: &BTreeMap<String, KafkaGrant>,
         backends: &KafkaBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<KafkaModule, String> {

@@ -1,60 +1,30 @@
-//! SQL on the runtime's [`Capability`] seam.
+//! SQL on the runtime's capability seam.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use warden_capability::{
-    AuditSink, Capability, InvocationLimits, grant_names, named_backend_ids, named_check, url_host,
-};
+use warden_capability::{AuditSink, BackendConfig, InvocationLimits, NamedCapability, url_host};
 use wasmtime::component::{Linker, ResourceTable};
 
-use crate::config::SqlBackendConfig;
 use crate::grant::SqlGrant;
 use crate::host::{self, SqlCtx, SqlHost, SqlModule};
-use crate::pool::{SqlBackendStatus, SqlBackends};
+use crate::pool::{SqlBackend, SqlBackends};
 
 /// `warden:host/sql`: connections to `[grants.sql.<name>]` databases, as their roles.
 pub struct Sql;
 
-impl Capability for Sql {
+impl NamedCapability for Sql {
     const KIND: &'static str = "sql";
-    const INTERFACES: &'static [&'static str] = &["sql"];
     const GRANT: &'static str = "[grants.sql.<name>]";
-    type Grants = BTreeMap<String, SqlGrant>;
-    type Config = BTreeMap<String, SqlBackendConfig>;
+    type Grant = SqlGrant;
+    type Backend = SqlBackend;
     type Backends = SqlBackends;
     type Module = SqlModule;
     type Ctx = SqlCtx;
     type Host<'a> = SqlHost<'a>;
-    type Status = SqlBackendStatus;
-    type Summary = Vec<String>;
 
-    fn is_granted(grants: &Self::Grants) -> bool {
-        !grants.is_empty()
-    }
-
-    fn check(grants: &Self::Grants) -> Vec<(String, String)> {
-        named_check(grants)
-    }
-
-    fn summary(grants: &Self::Grants) -> Vec<String> {
-        grant_names(grants)
-    }
-
-    fn backend_ids(grants: &Self::Grants) -> Vec<(String, String)> {
-        named_backend_ids(grants)
-    }
-
-    fn backends(config: &Self::Config) -> Result<SqlBackends, String> {
-        SqlBackends::new(config)
-    }
-
-    fn status(backends: &SqlBackends) -> Vec<SqlBackendStatus> {
-        backends.status()
-    }
-
-    fn backend_hosts(config: &Self::Config) -> Vec<String> {
+    fn backend_hosts(config: &BTreeMap<String, BackendConfig<Self>>) -> Vec<String> {
         let urls = config.values().flat_map(|b| {
             [
                 Some(&b.url),
@@ -69,7 +39,7 @@ impl Capability for Sql {
     }
 
     /// A relative SQLite file is relative to the host config's directory.
-    fn relative_to(config: &mut Self::Config, dir: &Path) {
+    fn relative_to(config: &mut BTreeMap<String, BackendConfig<Self>>, dir: &Path) {
         for backend in config.values_mut() {
             if let Some(path) = backend.url.strip_prefix("sqlite://")
                 && !path.starts_with('/')
@@ -82,7 +52,7 @@ impl Capability for Sql {
 
     fn resolve(
         module: &str,
-        grants: &Self::Grants,
+        grants: &BTreeMap<String, SqlGrant>,
         backends: &SqlBackends,
         audit: Arc<dyn AuditSink>,
     ) -> Result<SqlModule, String> {

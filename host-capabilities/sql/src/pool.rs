@@ -104,6 +104,18 @@ pub struct SqlBackendStatus {
 #[derive(Default, Clone)]
 pub struct SqlBackends(BackendSet<SqlBackend>);
 
+impl From<BackendSet<SqlBackend>> for SqlBackends {
+    fn from(set: BackendSet<SqlBackend>) -> Self {
+        Self(set)
+    }
+}
+
+impl AsRef<BackendSet<SqlBackend>> for SqlBackends {
+    fn as_ref(&self) -> &BackendSet<SqlBackend> {
+        &self.0
+    }
+}
+
 impl std::ops::Deref for SqlBackends {
     type Target = BackendSet<SqlBackend>;
     fn deref(&self) -> &Self::Target {
